@@ -1,0 +1,363 @@
+"""A Llama-family decoder with Infini-attention retrofitted into every attention layer.
+
+The weights are the unmodified Hugging Face checkpoint (same parameter names, so a state dict loads as is);
+the retrofit adds, per layer, a gate β per query head and, optionally, LoRA adapters on the attention
+projections. Inside a segment attention is causal and local (RoPE positions restart at 0 in every segment);
+across segments information flows only through the compressive memory (see memory.py for the math).
+
+While the memory is still empty (the first segment) the layer is exactly the base model: the gate mixes in
+memory only once something has been written, so nothing stored yet cannot disturb the base model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from infinicli import memory as mem
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 49152
+    hidden_size: int = 576
+    intermediate_size: int = 1536
+    n_layers: int = 30
+    n_heads: int = 9
+    n_kv_heads: int = 3
+    head_dim: int = 64
+    rope_theta: float = 100000.0
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> ModelConfig:
+        """Build from a Hugging Face config.json dict (llama / mistral style)."""
+        n_heads = cfg["num_attention_heads"]
+        rope = cfg.get("rope_parameters") or {}
+        return cls(
+            vocab_size=cfg["vocab_size"],
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            n_layers=cfg["num_hidden_layers"],
+            n_heads=n_heads,
+            n_kv_heads=cfg.get("num_key_value_heads") or n_heads,
+            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // n_heads,
+            rope_theta=float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))),
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        )
+
+
+@dataclass
+class InfiniConfig:
+    segment_len: int = 2048
+    update_rule: str = "delta"  # "delta" (eq. 5) or "linear" (eq. 4)
+    gate_init: float = -1.0  # β at initialisation: sigmoid(-1) = 0.27 of the output comes from memory
+    lora_rank: int = 0  # 0 = no LoRA
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    eps: float = mem.EPS
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InfiniConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "lora_targets" in known:
+            known["lora_targets"] = tuple(known["lora_targets"])
+        return cls(**known)
+
+
+@dataclass
+class Memory:
+    """Compressive memory of all layers: M [L, B, Hkv, d, d], z [L, B, Hkv, d] (fp32), segments written."""
+
+    M: torch.Tensor
+    z: torch.Tensor
+    segments: int = 0
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int = 1, device: torch.device | str = "cpu") -> Memory:
+        M, z = mem.empty_memory(cfg.n_layers, batch, cfg.n_kv_heads, cfg.head_dim, device)
+        return cls(M, z, 0)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.segments == 0
+
+    def nbytes(self) -> int:
+        return self.M.numel() * self.M.element_size() + self.z.numel() * self.z.element_size()
+
+    def detach(self) -> Memory:
+        return Memory(self.M.detach(), self.z.detach(), self.segments)
+
+
+@dataclass
+class KVCache:
+    """Keys and values (post-RoPE) of the current segment, per layer: [B, Hkv, T, d]."""
+
+    k: list[torch.Tensor | None] = field(default_factory=list)
+    v: list[torch.Tensor | None] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return 0 if not self.k or self.k[0] is None else self.k[0].shape[2]
+
+
+class LoRALinear(nn.Module):
+    """y = x Wᵀ + scale · (x Aᵀ) Bᵀ, with B initialised to zero (so it starts as the base layer)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.scale = alpha / rank
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.lora_A.to(x.dtype)
+        b = self.lora_B.to(x.dtype)
+        return self.base(x) + (x @ a.t() @ b.t()) * self.scale
+
+    def merged(self) -> nn.Linear:
+        """A plain Linear with the adapter folded into the weight (no cost at inference)."""
+        w = self.base.weight.data.float() + self.scale * (self.lora_B.data.float() @ self.lora_A.data.float())
+        out = nn.Linear(self.base.in_features, self.base.out_features, bias=False)
+        out.weight.data = w.to(self.base.weight.dtype)
+        return out
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_tables(
+    head_dim: int, theta: float, start: int, length: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [length, d] for positions start..start+length-1 (Llama's rotate-half convention)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    pos = torch.arange(start, start + length, device=device, dtype=torch.float32)
+    freqs = torch.outer(pos, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class InfiniAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig):
+        super().__init__()
+        self.cfg, self.icfg = cfg, icfg
+        C, H, Hkv, d = cfg.hidden_size, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(C, H * d, bias=False)
+        self.k_proj = nn.Linear(C, Hkv * d, bias=False)
+        self.v_proj = nn.Linear(C, Hkv * d, bias=False)
+        self.o_proj = nn.Linear(H * d, C, bias=False)
+        self.gate = nn.Parameter(torch.full((H,), float(icfg.gate_init)))  # β per query head
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, T, C]
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        M: torch.Tensor | None,  # [B, Hkv, d, d] memory of this layer, None when empty
+        z: torch.Tensor | None,  # [B, Hkv, d]
+        write: bool,
+        kv: KVCache | None,
+        layer: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        B, T, _ = x.shape
+        H, Hkv, d = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
+        G = H // Hkv
+        q = self.q_proj(x).view(B, T, H, d).transpose(1, 2)  # [B, H, T, d]   pre-RoPE
+        k = self.k_proj(x).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d] pre-RoPE
+        v = self.v_proj(x).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
+
+        # local causal dot-product attention inside the segment (RoPE positions restart per segment)
+        qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if kv is not None:
+            if kv.k[layer] is not None:
+                past = kv.k[layer].shape[2]
+                kr = torch.cat([kv.k[layer], kr], dim=2)
+                v_all = torch.cat([kv.v[layer], v], dim=2)
+            else:
+                v_all = v
+            kv.k[layer], kv.v[layer] = kr, v_all
+        else:
+            v_all = v
+        if past == 0:
+            a_dot = F.scaled_dot_product_attention(qr, kr, v_all, is_causal=True, enable_gqa=G > 1)
+        elif T == 1:
+            a_dot = F.scaled_dot_product_attention(qr, kr, v_all, enable_gqa=G > 1)
+        else:
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            a_dot = F.scaled_dot_product_attention(qr, kr, v_all, attn_mask=mask, enable_gqa=G > 1)
+        # a_dot: [B, H, T, d]
+
+        if M is None:  # empty memory: exactly the base model (eq. 6 only once memory holds something)
+            out = a_dot
+        else:
+            sq = mem.sigma(q.float()).reshape(B, Hkv, G * T, d)  # query heads of one KV head share its memory
+            a_mem = mem.retrieve(sq, M, z, self.icfg.eps).view(B, H, T, d)  # eq. 3
+            out = mem.gate_mix(a_mem, a_dot, self.gate)  # eq. 6
+
+        if write:  # eq. 4 / 5 with this segment's keys and values (pre-RoPE keys)
+            sk, vf = mem.sigma(k.float()), v.float()
+            if M is None:
+                M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
+                z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
+            M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps)
+        out = out.transpose(1, 2).reshape(B, T, H * d)
+        return self.o_proj(out), M, z
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = InfiniAttention(cfg, icfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, icfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class InfiniLlama(nn.Module):
+    """Llama with Infini-attention. Parameter names follow transformers' LlamaForCausalLM."""
+
+    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig | None = None):
+        super().__init__()
+        self.cfg, self.icfg = cfg, icfg or InfiniConfig()
+        self.model = Decoder(cfg, self.icfg)
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    # -- parameters of the retrofit -----------------------------------------------------------------
+    def add_lora(self) -> None:
+        """Wrap the attention projections named in icfg.lora_targets with LoRA adapters."""
+        r = self.icfg.lora_rank
+        if r <= 0:
+            return
+        for block in self.model.layers:
+            for name in self.icfg.lora_targets:
+                lin = getattr(block.self_attn, name)
+                if not isinstance(lin, LoRALinear):
+                    setattr(block.self_attn, name, LoRALinear(lin, r, self.icfg.lora_alpha))
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters into the base weights (inference)."""
+        for block in self.model.layers:
+            for name in self.icfg.lora_targets:
+                lin = getattr(block.self_attn, name)
+                if isinstance(lin, LoRALinear):
+                    setattr(block.self_attn, name, lin.merged())
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained extra parameters: gates and LoRA matrices (what an adapter file holds)."""
+        return {
+            k: v.detach().float().contiguous()
+            for k, v in self.state_dict().items()
+            if k.endswith(".gate") or ".lora_" in k
+        }
+
+    def base_state_dict_keys(self) -> list[str]:
+        return [k for k in self.state_dict() if not (k.endswith(".gate") or ".lora_" in k)]
+
+    # -- forward ------------------------------------------------------------------------------------
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        w = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return h @ w.t().to(h.dtype)
+
+    def forward_segment(
+        self,
+        ids: torch.Tensor,  # [B, T] token ids of one segment (or the next tokens of the final segment)
+        memory: Memory,
+        *,
+        write: bool = True,
+        logits: str | None = "all",  # "all" | "last" | None (no LM head: reading only)
+        kv: KVCache | None = None,
+        hidden: bool = False,
+    ) -> tuple[torch.Tensor | None, Memory]:
+        """Run one segment. Reads memory (eq. 3) before writing it (eq. 4/5) when write=True.
+
+        With a KV cache the positions continue from the cached length (decoding inside the final segment).
+        Returns (logits [B, T or 1, V] or final hidden states when hidden=True or None, new memory).
+        """
+        B, T = ids.shape
+        x = self.model.embed_tokens(ids)
+        past = kv.length if kv is not None else 0
+        if kv is not None and not kv.k:
+            kv.k = [None] * self.cfg.n_layers
+            kv.v = [None] * self.cfg.n_layers
+        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.rope_theta, past, T, ids.device, x.dtype)
+        new_M, new_z = [], []
+        for i, block in enumerate(self.model.layers):
+            Mi = None if memory.is_empty else memory.M[i]
+            zi = None if memory.is_empty else memory.z[i]
+            a, Mi, zi = block.self_attn(block.input_layernorm(x), cos, sin, Mi, zi, write, kv, i)
+            x = x + a
+            x = x + block.mlp(block.post_attention_layernorm(x))
+            if write:
+                new_M.append(Mi)
+                new_z.append(zi)
+        if write:
+            memory = Memory(torch.stack(new_M), torch.stack(new_z), memory.segments + 1)
+        if logits is None and not hidden:
+            return None, memory
+        if logits == "last":
+            x = x[:, -1:]
+        h = self.model.norm(x)
+        return (h if hidden else self.head(h)), memory
+
+    def empty_memory(self, batch: int = 1) -> Memory:
+        return Memory.empty(self.cfg, batch, self.model.embed_tokens.weight.device)
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    return ModelConfig.from_hf(cfg)

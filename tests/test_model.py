@@ -1,0 +1,149 @@
+"""The Infini-attention retrofit against transformers' Llama and a naive per-token memory reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from infinicli import memory as mem
+from infinicli.model import KVCache
+
+
+def test_empty_memory_equals_base_model(tiny_pair):
+    hf, ours = tiny_pair
+    ids = torch.randint(0, 97, (2, 16))
+    with torch.no_grad():
+        ref = hf(ids).logits
+        got, m = ours.forward_segment(ids, ours.empty_memory(2))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    assert m.segments == 1 and m.z.abs().sum() > 0  # the segment was written
+
+
+def test_closed_gate_equals_independent_segments(tiny_pair):
+    """With sigmoid(β) = 0 every segment is the base model on that segment alone (RoPE restarts)."""
+    hf, ours = tiny_pair
+    for blk in ours.model.layers:
+        blk.self_attn.gate.data.fill_(-1e4)
+    ids = torch.randint(0, 97, (1, 48))
+    m = ours.empty_memory()
+    with torch.no_grad():
+        for s in range(3):
+            seg = ids[:, 16 * s : 16 * (s + 1)]
+            got, m = ours.forward_segment(seg, m)
+            torch.testing.assert_close(got, hf(seg).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_memory_changes_later_segments(tiny_pair):
+    _, ours = tiny_pair
+    a = torch.randint(0, 97, (1, 16))
+    b = torch.randint(0, 97, (1, 16))
+    with torch.no_grad():
+        _, m1 = ours.forward_segment(a, ours.empty_memory())
+        with_mem, _ = ours.forward_segment(b, m1)
+        without, _ = ours.forward_segment(b, ours.empty_memory())
+    assert not torch.allclose(with_mem, without)
+
+
+def naive_step(M, z, sq_t, sk_t, v_t, rule):
+    """One token at a time: the equations written out with plain loops over the vector entries."""
+    d = M.shape[0]
+    r = torch.zeros(d, dtype=torch.float64)
+    den = sum(sq_t[i] * z[i] for i in range(d)) + mem.EPS
+    for j in range(d):
+        r[j] = sum(sq_t[i] * M[i, j] for i in range(d)) / den
+    return r
+
+
+def test_update_and_retrieval_match_naive_reference():
+    torch.manual_seed(1)
+    B, H, T, d = 1, 2, 5, 4
+    q, k, v = (torch.randn(B, H, T, d, dtype=torch.float64) for _ in range(3))
+    M0 = torch.randn(B, H, d, d, dtype=torch.float64).abs()
+    z0 = torch.rand(B, H, d, dtype=torch.float64) + 1
+    sq, sk = mem.sigma(q), mem.sigma(k)
+    for rule in ("linear", "delta"):
+        M, z = mem.update(M0, z0, sk, v, rule)
+        A = mem.retrieve(sq, M0, z0)
+        for h in range(H):
+            Mn, zn = M0[0, h].clone(), z0[0, h].clone()
+            # retrieval uses the memory before the segment's update (eq. 3)
+            for t in range(T):
+                torch.testing.assert_close(A[0, h, t], naive_step(Mn, zn, sq[0, h, t], None, None, rule))
+            # the segment's update: all tokens against the old memory, summed (eq. 4 / 5)
+            dM = torch.zeros(d, d, dtype=torch.float64)
+            for t in range(T):
+                target = v[0, h, t]
+                if rule == "delta":
+                    target = target - naive_step(M0[0, h], z0[0, h], sk[0, h, t], None, None, rule)
+                for i in range(d):
+                    for j in range(d):
+                        dM[i, j] += sk[0, h, t, i] * target[j]
+            torch.testing.assert_close(M[0, h], M0[0, h] + dM)
+            torch.testing.assert_close(z[0, h], z0[0, h] + sk[0, h].sum(0))
+
+
+def test_delta_rule_same_write_twice_leaves_memory_unchanged():
+    torch.manual_seed(2)
+    B, H, T, d = 1, 3, 1, 8
+    k, v = torch.randn(B, H, T, d, dtype=torch.float64), torch.randn(B, H, T, d, dtype=torch.float64)
+    M, z = mem.empty_memory(1, B, H, d)
+    M, z = M[0].double(), z[0].double()
+    sk = mem.sigma(k)
+    M1, z1 = mem.update_delta(M, z, sk, v)
+    M2, _ = mem.update_delta(M1, z1, sk, v)
+    # after one write the memory retrieves v for k (up to ε); writing it again adds (almost) nothing
+    torch.testing.assert_close(mem.retrieve(sk, M1, z1), v, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(M2, M1, atol=1e-5, rtol=1e-5)
+    M3, _ = mem.update_linear(M1, z1, sk, v)
+    assert not torch.allclose(M3, M1)  # the linear rule does not have that property
+
+
+@pytest.mark.parametrize("chunks", [[1] * 10, [4, 1, 3, 1, 1]])
+def test_kv_cache_decoding_equals_full_forward(tiny_pair, chunks):
+    _, ours = tiny_pair
+    for blk in ours.model.layers:
+        blk.self_attn.gate.data.fill_(0.3)
+    ctx = torch.randint(0, 97, (1, 32))
+    final = torch.randint(0, 97, (1, 10))
+    with torch.no_grad():
+        m = ours.empty_memory()
+        for s in range(2):
+            _, m = ours.forward_segment(ctx[:, 16 * s : 16 * (s + 1)], m, logits=None)
+        full, m_after = ours.forward_segment(final, m, write=False)
+        assert m_after is m
+        kv = KVCache()
+        outs, pos = [], 0
+        for n in chunks:
+            o, _ = ours.forward_segment(final[:, pos : pos + n], m, write=False, kv=kv)
+            outs.append(o)
+            pos += n
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_reading_without_logits_gives_same_memory(tiny_pair):
+    _, ours = tiny_pair
+    ids = torch.randint(0, 97, (1, 16))
+    with torch.no_grad():
+        _, m1 = ours.forward_segment(ids, ours.empty_memory(), logits=None)
+        _, m2 = ours.forward_segment(ids, ours.empty_memory(), logits="all")
+    torch.testing.assert_close(m1.M, m2.M)
+    torch.testing.assert_close(m1.z, m2.z)
+
+
+def test_lora_starts_as_identity_and_merges(tiny_pair):
+    _, ours = tiny_pair
+    ids = torch.randint(0, 97, (1, 16))
+    with torch.no_grad():
+        ref, _ = ours.forward_segment(ids, ours.empty_memory())
+        ours.icfg.lora_rank = 4
+        ours.add_lora()
+        same, _ = ours.forward_segment(ids, ours.empty_memory())
+        torch.testing.assert_close(same, ref)
+        for n, p in ours.named_parameters():
+            if n.endswith("lora_B"):
+                p.normal_(0, 0.05)
+        lora_out, _ = ours.forward_segment(ids, ours.empty_memory())
+        ours.merge_lora()
+        merged, _ = ours.forward_segment(ids, ours.empty_memory())
+    assert not torch.allclose(lora_out, ref)
+    torch.testing.assert_close(merged, lora_out, atol=1e-5, rtol=1e-4)
