@@ -1,0 +1,200 @@
+"""Load a converted model folder plus an Infini-attention adapter into an InfiniLlama, ready to run.
+
+Weights load through safetensors only (no pickle). The adapter (gates, optional LoRA) is a small safetensors
+file whose metadata carries the InfiniConfig it was trained with; the default one ships inside the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from infinicli.errors import ModelError, UsageError
+from infinicli.model import InfiniConfig, InfiniLlama, ModelConfig, load_config
+
+ADAPTER_DIR = Path(__file__).parent / "adapters"
+DEFAULT_ADAPTER = ADAPTER_DIR / "smollm2-135m.safetensors"
+
+
+@dataclass
+class LoadedModel:
+    model: InfiniLlama
+    model_dir: Path
+    model_fingerprint: str
+    adapter_path: Path | None
+    adapter_fingerprint: str
+    adapter_meta: dict
+    device: torch.device
+    dtype: torch.dtype
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matmul support (AVX512-BF16 or AMX), where bf16 pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"--device {device}: {e}") from None
+
+
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "", "auto"):
+        if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+            return torch.bfloat16
+        return torch.float32
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
+    if dtype not in table:
+        raise UsageError(f"--dtype {dtype}: use auto, fp32 or bf16")
+    return table[dtype]
+
+
+def file_fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of an adapter file (metadata 'infini_config' holds the InfiniConfig as JSON)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a readable adapter file ({e})") from None
+    parsed = {k: (json.loads(v) if k in ("infini_config", "training") else v) for k, v in meta.items()}
+    return tensors, parsed
+
+
+def write_adapter(model: InfiniLlama, path: Path, extra_meta: dict | None = None) -> None:
+    """Save gates + LoRA of `model` with its InfiniConfig (atomic: temp file then rename)."""
+    from safetensors.torch import save_file
+
+    meta = {"format": "pt", "infini_config": json.dumps(model.icfg.to_dict())}
+    for k, v in (extra_meta or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(model.adapter_state_dict(), str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"model folder {model_dir} has no weights (*.safetensors)")
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    return sd
+
+
+def build_model(
+    model_dir: Path,
+    *,
+    adapter: str | Path | None = "default",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    segment_len: int | None = None,
+    update_rule: str | None = None,
+    for_training: bool = False,
+    model_fingerprint: str = "",
+) -> LoadedModel:
+    """Base weights + adapter → InfiniLlama on `device` in `dtype` (LoRA merged unless for_training)."""
+    model_dir = Path(model_dir)
+    cfg: ModelConfig = load_config(model_dir)
+    adapter_path: Path | None = None
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict = {}
+    if adapter == "default":
+        adapter_path = DEFAULT_ADAPTER if DEFAULT_ADAPTER.exists() else None
+    elif adapter not in (None, "none"):
+        adapter_path = Path(adapter)
+        if not adapter_path.is_file():
+            raise ModelError(f"adapter {adapter_path}: no such file")
+    if adapter_path is not None:
+        tensors, meta = read_adapter(adapter_path)
+        shape = meta.get("model_shape")
+        if shape and shape != _shape_id(cfg):
+            if adapter == "default":  # the shipped adapter is for the default model only
+                adapter_path, tensors, meta = None, {}, {}
+            else:
+                raise ModelError(f"adapter {adapter_path} was trained for another model shape ({shape})")
+    icfg = InfiniConfig.from_dict(meta.get("infini_config", {})) if meta else InfiniConfig()
+    if segment_len is not None:
+        icfg.segment_len = int(segment_len)
+    if update_rule is not None:
+        icfg.update_rule = update_rule
+
+    with torch.device("meta"):
+        model = InfiniLlama(cfg, icfg)
+    sd = load_weights(model_dir)
+    if cfg.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    for k in model.base_state_dict_keys():
+        if k not in sd:
+            raise ModelError(f"model folder {model_dir}: weight {k} is missing")
+    gates = {k: v for k, v in model.state_dict().items() if k.endswith(".gate")}
+    for k in gates:
+        sd[k] = torch.full(gates[k].shape, float(icfg.gate_init))
+    model.load_state_dict(sd, strict=False, assign=True)
+    if icfg.lora_rank > 0:
+        model.add_lora()  # after the meta-device construction: LoRA matrices are real CPU tensors
+    missing = set(tensors) - set(model.state_dict())
+    if missing:
+        raise ModelError(f"adapter {adapter_path} does not fit this model ({sorted(missing)[0]} unknown)")
+    if tensors:
+        model.load_state_dict(tensors, strict=False, assign=True)
+    if not for_training:
+        model.merge_lora()
+    model = model.to(device=device, dtype=dtype)
+    for blk in model.model.layers:  # gates stay fp32
+        blk.self_attn.gate.data = blk.self_attn.gate.data.float()
+    model.eval()
+    if not for_training:
+        model.requires_grad_(False)
+    return LoadedModel(
+        model=model,
+        model_dir=model_dir,
+        model_fingerprint=model_fingerprint,
+        adapter_path=adapter_path,
+        adapter_fingerprint=file_fingerprint(adapter_path) if adapter_path else "none",
+        adapter_meta=meta,
+        device=torch.device(device),
+        dtype=dtype,
+    )
+
+
+def _shape_id(cfg: ModelConfig) -> str:
+    return f"L{cfg.n_layers}-H{cfg.n_heads}-KV{cfg.n_kv_heads}-d{cfg.head_dim}-C{cfg.hidden_size}"
+
+
+shape_id = _shape_id
