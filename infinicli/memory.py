@@ -28,7 +28,8 @@ def sigma(x: torch.Tensor) -> torch.Tensor:
 def retrieve(sq: torch.Tensor, M: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Eq. 3: A_mem = σ(Q) M / (σ(Q) z + ε).
 
-    sq: [B, H, N, d] σ(Q) in fp32 (N may hold several query heads of one KV head), M: [B, H, d, d], z: [B, H, d].
+    sq: [B, H, N, d] σ(Q) in fp32 (N may hold several query heads of one KV head),
+    M: [B, H, d, d], z: [B, H, d].
     Returns [B, H, N, d] fp32. An empty memory (M = 0, z = 0) reads as zeros.
     """
     num = sq @ M  # [B, H, N, d]

@@ -275,7 +275,9 @@ class InfiniLlama(nn.Module):
         super().__init__()
         self.cfg, self.icfg = cfg, icfg or InfiniConfig()
         self.model = Decoder(cfg, self.icfg)
-        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = (
+            None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        )
 
     # -- parameters of the retrofit -----------------------------------------------------------------
     def add_lora(self) -> None:
