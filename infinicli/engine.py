@@ -100,10 +100,13 @@ class Engine:
 
     # -- reading -------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def write_segment(self, state: ReadState, seg: list[int]) -> None:
-        ids = torch.tensor([seg], dtype=torch.long, device=self.lm.device)
-        _, state.memory = self.model.forward_segment(ids, state.memory, write=True, logits=None)
-        state.tokens_written += len(seg)
+    def write_segment(self, state: ReadState, n: int) -> None:
+        """Fold the first n tail tokens into memory as one segment. The state changes only after the forward
+        pass, in one step, so an interruption (Ctrl-C) leaves it consistent: the segment is either fully in
+        memory or still in the tail."""
+        ids = torch.tensor([state.tail[:n]], dtype=torch.long, device=self.lm.device)
+        _, new_memory = self.model.forward_segment(ids, state.memory, write=True, logits=None)
+        state.memory, state.tokens_written, state.tail = new_memory, state.tokens_written + n, state.tail[n:]
 
     def read(
         self,
@@ -142,8 +145,7 @@ class Engine:
             seen += len(chunk)
             new_tokens += len(chunk)
             while len(state.tail) >= S:
-                seg, state.tail = state.tail[:S], state.tail[S:]
-                self.write_segment(state, seg)
+                self.write_segment(state, S)
                 if on_segment is not None:
                     on_segment(state)
             now = time.perf_counter()
@@ -191,8 +193,8 @@ class Engine:
         """
         toks = list(state.tail) + list(prompt)
         S = self.segment_len
-        scratch = ReadState(memory=state.memory)
-        while len(toks) > 2 * S:
-            self.write_segment(scratch, toks[:S])
-            toks = toks[S:]
+        scratch = ReadState(memory=state.memory, tail=toks)
+        while len(scratch.tail) > 2 * S:
+            self.write_segment(scratch, S)
+        toks = scratch.tail
         return scratch.memory, toks

@@ -57,7 +57,7 @@ class ModelConfig:
 
 @dataclass
 class InfiniConfig:
-    segment_len: int = 2048
+    segment_len: int = 1024
     update_rule: str = "delta"  # "delta" (eq. 5) or "linear" (eq. 4)
     gate_init: float = -1.0  # β at initialisation: sigmoid(-1) = 0.27 of the output comes from memory
     lora_rank: int = 0  # 0 = no LoRA

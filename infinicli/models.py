@@ -883,7 +883,7 @@ def resolve_model(spec: str | None, *, progress: Progress | None = None, allow_p
         if _is_complete(target):
             return target
         if not allow_pull:
-            raise ModelError(f"model {name!r} is not downloaded yet (run: infini pull {name})")
+            raise ModelError(f"model {name!r} is not downloaded yet (run: infini models pull {name})")
         return pull(name, progress=progress)
 
     path = Path(name).expanduser()

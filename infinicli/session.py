@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from infinicli.errors import InputError, UsageError
+from infinicli.errors import InputError, ResourceError, UsageError
 
 CACHE_KEEP = 32  # memory files kept in the automatic cache (least recently used are removed)
 CHECKPOINT_EVERY_S = 30.0
@@ -131,7 +131,7 @@ class Session:
             segment_len=self.opts.segment_len,
             model_fingerprint=model_fingerprint(model_dir),
         )
-        if loaded.adapter_path is None:
+        if loaded.adapter_path is None and self.opts.adapter == "default":
             self.notice("no trained Infini-attention adapter for this model: its memory is untrained")
         return Engine(loaded, load_tokenizer(model_dir))
 
@@ -233,6 +233,10 @@ class Session:
             self.spool_stdin(stdin)
         key = self.cache_key(read_paths)
         cdir = cache_dir()
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ResourceError(f"{cdir}: cannot create the memory cache ({e.strerror})") from None
         done, partial = cdir / f"{key}.mem", cdir / f"{key}.partial.mem"
         if self.opts.use_cache and done.exists():
             try:
@@ -267,7 +271,11 @@ class Session:
                 last_ckpt[0] = time.monotonic()
 
         try:
-            events = self._announce_skips(read_sources(paths, password=self.opts.password, stdin=stdin_file))
+            # pieces of about one segment of text keep the engine's token buffer near one segment
+            chunk = max(1024, 4 * e.segment_len)
+            events = self._announce_skips(
+                read_sources(paths, password=self.opts.password, stdin=stdin_file, chunk_chars=chunk)
+            )
             total = estimate_bytes(paths) if self.stdin_spool is None else self.stdin_spool.stat().st_size
             e.read(events, state, total_bytes=total, on_progress=on_progress, on_segment=checkpoint)
         except KeyboardInterrupt:

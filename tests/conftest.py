@@ -59,3 +59,64 @@ def tiny_pair():
     assert all(k.endswith(".gate") for k in missing), missing
     assert all(k == "lm_head.weight" for k in unexpected), unexpected
     return hf, ours
+
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+TRAIN_TEXT = [
+    "The quick brown fox jumps over the lazy dog. 0123456789",
+    "It was the best of times, it was the worst of times; the server log said: ERROR disk full!",
+    "Pierre's father was Count Bezukhov. Où est la bibliothèque? 日本語のテキスト 🙂",
+    "def main():\n    return 42\n\n\tTabs and   spaces   everywhere.\r\n",
+]
+
+
+def make_tiny_model_dir(path: Path, seed: int = 0) -> Path:
+    """A complete tiny model folder: random Llama weights (safetensors), a trained byte-level BPE
+    tokenizer.json with ChatML specials, tokenizer_config.json and a chat template."""
+    import json
+
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(TRAIN_TEXT * 20, trainer)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>"})
+    )
+    (path / "chat_template.jinja").write_text(CHATML)
+    torch.manual_seed(seed)
+    cfg = tiny_hf_config(vocab_size=tok.get_vocab_size(), bos_token_id=1, eos_token_id=2)
+    hf = LlamaForCausalLM(cfg)
+    sd = {k: v.contiguous() for k, v in hf.state_dict().items() if k != "lm_head.weight"}
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    d = cfg.to_dict()
+    d.pop("attn_implementation", None)
+    (path / "config.json").write_text(json.dumps(d))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def infini_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("INFINI_HOME", str(home))
+    return home

@@ -268,7 +268,7 @@ def test_not_a_gguf_file(home: Path, tmp_path: Path) -> None:
 
 def test_registry_name_missing_without_pull(home: Path) -> None:
     with pytest.raises(
-        ModelError, match=r"'smollm2-135m' is not downloaded yet \(run: infini pull smollm2-135m\)"
+        ModelError, match=r"'smollm2-135m' is not downloaded yet \(run: infini models pull smollm2-135m\)"
     ):
         models.resolve_model("smollm2-135m", allow_pull=False)
     with pytest.raises(ModelError, match="not downloaded"):

@@ -137,12 +137,13 @@ def ask(
     resume: bool = RESUME,
 ) -> None:
     """Answer QUESTION about the inputs (stdin when no PATH is given)."""
+    kw = dict(locals())
     t0 = time.perf_counter()
     *paths, question = args
     if not question.strip():
         raise UsageError("the question is empty")
     display = Display(quiet)
-    session = _session(display, **locals())
+    session = _session(display, **kw)
     try:
         res = _read_memory(session, display, paths)
         _answer(session, display, res, question, json_out, t0)
@@ -168,11 +169,12 @@ def summarize(
     resume: bool = RESUME,
 ) -> None:
     """Summarise the inputs from the model's memory."""
+    kw = dict(locals())
     from infinicli.session import SUMMARY_PROMPT
 
     t0 = time.perf_counter()
     display = Display(quiet)
-    session = _session(display, **locals())
+    session = _session(display, **kw)
     try:
         res = _read_memory(session, display, list(paths or []))
         _answer(session, display, res, SUMMARY_PROMPT, json_out, t0)
@@ -196,9 +198,10 @@ def read(
     resume: bool = RESUME,
 ) -> None:
     """Read the inputs and save their memory to a file, to ask later without reading again."""
+    kw = dict(locals())
     t0 = time.perf_counter()
     display = Display(quiet)
-    session = _session(display, **locals())
+    session = _session(display, **kw)
     try:
         res = _read_memory(session, display, list(paths or []))
         session.save_state(output, res.state, complete=True)
