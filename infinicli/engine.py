@@ -71,6 +71,7 @@ class Engine:
         self.tok = tokenizer
         self.segment_len = int(segment_len or self.model.icfg.segment_len)
         self.prefix, self.turn_suffix = chat_frame(tokenizer)
+        self.prefix_ids = tokenizer.encode_with_specials(self.prefix)
 
     def new_state(self) -> ReadState:
         return ReadState(memory=self.model.empty_memory(1))
@@ -95,7 +96,7 @@ class Engine:
                 elif isinstance(ev, Skipped):
                     state.skipped.append({"name": ev.name, "reason": ev.reason})
 
-        yield self.tok.encode_with_specials(self.prefix)
+        yield list(self.prefix_ids)
         yield from self.tok.encode_stream(texts())
 
     # -- reading -------------------------------------------------------------------------------------
@@ -185,7 +186,11 @@ class Engine:
         return self.tok.encode("\n\n" + question.strip()) + self.tok.encode_with_specials(self.turn_suffix)
 
     def final_segment(self, state: ReadState, prompt: list[int]) -> tuple[Memory, list[int]]:
-        """Memory and tokens of the final segment: unfinished tail + prompt.
+        """Memory and tokens of the final segment: chat opener + unfinished tail + prompt.
+
+        The final segment re-opens the user turn (the opener read at the start sits only in memory): with it
+        the model treats the local text and the question as one chat message (measured: the base model
+        answers a question about the local text correctly with it, and wrongly without).
 
         The final segment may grow to two segment lengths (local attention handles that) so the question stays
         whole; beyond that, whole segments are written to a copy of the memory first (the saved state is left
@@ -196,5 +201,5 @@ class Engine:
         scratch = ReadState(memory=state.memory, tail=toks)
         while len(scratch.tail) > 2 * S:
             self.write_segment(scratch, S)
-        toks = scratch.tail
+        toks = self.prefix_ids + scratch.tail
         return scratch.memory, toks
