@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(args=argv, prog_name="infini", standalone_mode=False)
-        return 0
+        rv = app(args=argv, prog_name="infini", standalone_mode=False)
+        # typer returns the exit code (130 after Ctrl-C, typer.Exit codes) instead of raising
+        return rv if isinstance(rv, int) else 0
     except InfiniError as e:
         _err(str(e))
         return e.exit_code
