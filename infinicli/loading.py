@@ -117,6 +117,33 @@ def load_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def load_weights_as(model_dir: Path, dtype: torch.dtype, fingerprint: str) -> dict[str, torch.Tensor]:
+    """Weights in `dtype`. A converted copy is kept once per model under INFINI_HOME/derived (bf16 weights
+    load twice as fast and skip a 135M-parameter conversion at every start)."""
+    from safetensors.torch import load_file, save_file
+
+    if dtype == torch.float32 or not fingerprint:
+        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_weights(model_dir).items()}
+    from infinicli.models import infini_home
+
+    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).split(".")[-1])
+    cached = infini_home() / "derived" / f"{fingerprint}-{name}.safetensors"
+    if cached.is_file():
+        try:
+            return load_file(str(cached))
+        except Exception:  # a damaged derived copy is rebuilt
+            cached.unlink(missing_ok=True)
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_weights(model_dir).items()}
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, cached)
+    except OSError:  # read-only or full cache: just use the converted weights this time
+        pass
+    return sd
+
+
 def build_model(
     model_dir: Path,
     *,
@@ -154,9 +181,8 @@ def build_model(
     if update_rule is not None:
         icfg.update_rule = update_rule
 
-    with torch.device("meta"):
-        model = InfiniLlama(cfg, icfg)
-    sd = load_weights(model_dir)
+    model = InfiniLlama(cfg, icfg, device="meta")  # no allocation: weights are assigned below
+    sd = load_weights_as(model_dir, dtype, model_fingerprint)
     if cfg.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
     for k in model.base_state_dict_keys():

@@ -143,9 +143,9 @@ class LoRALinear(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, device: torch.device | str | None = None):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim, device=device))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,15 +173,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class InfiniAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig):
+    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig, device: torch.device | str | None = None):
         super().__init__()
         self.cfg, self.icfg = cfg, icfg
         C, H, Hkv, d = cfg.hidden_size, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(C, H * d, bias=False)
-        self.k_proj = nn.Linear(C, Hkv * d, bias=False)
-        self.v_proj = nn.Linear(C, Hkv * d, bias=False)
-        self.o_proj = nn.Linear(H * d, C, bias=False)
-        self.gate = nn.Parameter(torch.full((H,), float(icfg.gate_init)))  # β per query head
+        self.q_proj = nn.Linear(C, H * d, bias=False, device=device)
+        self.k_proj = nn.Linear(C, Hkv * d, bias=False, device=device)
+        self.v_proj = nn.Linear(C, Hkv * d, bias=False, device=device)
+        self.o_proj = nn.Linear(H * d, C, bias=False, device=device)
+        self.gate = nn.Parameter(torch.full((H,), float(icfg.gate_init), device=device))  # β per query head
 
     def forward(
         self,
@@ -241,42 +241,47 @@ class InfiniAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, device: torch.device | str | None = None):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        C, F_ = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = nn.Linear(C, F_, bias=False, device=device)
+        self.up_proj = nn.Linear(C, F_, bias=False, device=device)
+        self.down_proj = nn.Linear(F_, C, bias=False, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig):
+    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig, device: torch.device | str | None = None):
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = InfiniAttention(cfg, icfg)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, device)
+        self.self_attn = InfiniAttention(cfg, icfg, device)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, device)
+        self.mlp = MLP(cfg, device)
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig):
+    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig, device: torch.device | str | None = None):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(Block(cfg, icfg) for _ in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, device=device)
+        self.layers = nn.ModuleList(Block(cfg, icfg, device) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, device)
 
 
 class InfiniLlama(nn.Module):
     """Llama with Infini-attention. Parameter names follow transformers' LlamaForCausalLM."""
 
-    def __init__(self, cfg: ModelConfig, icfg: InfiniConfig | None = None):
+    def __init__(
+        self, cfg: ModelConfig, icfg: InfiniConfig | None = None, device: torch.device | str | None = None
+    ):
         super().__init__()
         self.cfg, self.icfg = cfg, icfg or InfiniConfig()
-        self.model = Decoder(cfg, self.icfg)
+        self.model = Decoder(cfg, self.icfg, device)
         self.lm_head = (
-            None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+            None
+            if cfg.tie_word_embeddings
+            else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, device=device)
         )
 
     # -- parameters of the retrofit -----------------------------------------------------------------
