@@ -1,0 +1,187 @@
+"""`infini bench passkey|babilong|ppl`: the benchmarks of infinicli.bench on the command line.
+
+Tables go to stdout, per-sample progress and notices to stderr; `--json OUT` writes every per-sample result,
+the table, the settings, wall times and the machine to OUT.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from infinicli.cli import app
+from infinicli.cli.ask import ADAPTER, DEVICE, DTYPE, MODEL, QUIET, SEGMENT
+from infinicli.cli.display import Display
+from infinicli.errors import UsageError
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Benchmarks: pass-key retrieval, BABILong-style bAbI in a haystack, perplexity with/without memory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(bench_app, name="bench")
+
+JSON_OUT = typer.Option(None, "--json", metavar="OUT", help="Write all results as JSON to the file OUT.")
+BENCH_SEED = typer.Option(0, "--seed", help="Seed of the random keys, samples and haystack positions.")
+THREADS = typer.Option(
+    None,
+    "--threads",
+    help="CPU threads for torch (default: all cores; 1 can be much faster on a busy machine).",
+)
+
+
+def _engine(
+    display: Display,
+    model: str | None,
+    adapter: str,
+    segment_len: int | None,
+    device: str | None,
+    dtype: str | None,
+    seed: int,
+    threads: int | None,
+):
+    """The loaded Engine of the options shared by every bench command."""
+    from infinicli.session import Options, Session
+
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be at least 1")
+    opts = Options(
+        model=model, adapter=adapter, segment_len=segment_len, device=device, dtype=dtype, seed=seed
+    )
+    engine = Session(opts, on_notice=display.notice, on_stage=display.stage).engine
+    if threads is not None:  # after loading: Session sets all cores
+        import torch
+
+        torch.set_num_threads(threads)
+    return engine
+
+
+def _finish(display: Display, result: dict, json_out: str | None) -> None:
+    from infinicli.bench.common import write_json
+
+    sys.stdout.write(result["table_text"] + "\n")
+    sys.stdout.flush()
+    m = result["model"]
+    display.notice(
+        f"{result['benchmark']}: adapter {m['adapter']} (segment {m['segment_len']}), "
+        f"{result['machine']['device']} {result['machine']['dtype']}, wall {result['wall_seconds']:.1f} s"
+    )
+    if json_out:
+        try:
+            write_json(json_out, result)
+        except OSError as e:
+            raise UsageError(f"--json {json_out}: cannot write ({e.strerror})") from None
+        display.notice(f"results written to {json_out}")
+
+
+def _check_samples(samples: int) -> None:
+    if samples < 1:
+        raise UsageError("--samples must be at least 1")
+
+
+@bench_app.command()
+def passkey(
+    lengths: str = typer.Option(
+        "2k,8k,32k", "--lengths", help="Input lengths in tokens (k = 1024, m = 1024²)."
+    ),
+    samples: int = typer.Option(5, "--samples", help="Samples per length and depth."),
+    depths: str = typer.Option("0,25,50,75,100", "--depths", help="Needle depths, percent of the filler."),
+    json_out: str = JSON_OUT,
+    model: str = MODEL,
+    adapter: str = ADAPTER,
+    segment_len: int = SEGMENT,
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    seed: int = BENCH_SEED,
+    threads: int = THREADS,
+    quiet: bool = QUIET,
+) -> None:
+    """Pass-key retrieval: accuracy per length (rows) and needle depth (columns)."""
+    from infinicli.bench import passkey as pk
+    from infinicli.bench.common import parse_ints, parse_lengths
+
+    _check_samples(samples)
+    settings = pk.Settings(
+        lengths=parse_lengths(lengths), depths=parse_ints(depths, "depth", 0, 100), samples=samples, seed=seed
+    )
+    display = Display(quiet)
+    engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads)
+    _finish(display, pk.run(engine, settings, log=display.notice), json_out)
+
+
+@bench_app.command()
+def babilong(
+    task: str = typer.Option("qa1", "--task", help="bAbI task(s), comma-separated: qa1, qa2, ... qa5."),
+    lengths: str = typer.Option(
+        "4k,32k", "--lengths", help="Input lengths in tokens (k = 1024, m = 1024²; 0 = the facts alone)."
+    ),
+    samples: int = typer.Option(10, "--samples", help="Questions per task and length."),
+    haystack: str = typer.Option(
+        None, "--haystack", help="Book used as haystack (default: <corpus>/books/war_and_peace.txt)."
+    ),
+    json_out: str = JSON_OUT,
+    model: str = MODEL,
+    adapter: str = ADAPTER,
+    segment_len: int = SEGMENT,
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    seed: int = BENCH_SEED,
+    threads: int = THREADS,
+    quiet: bool = QUIET,
+) -> None:
+    """BABILong-style: bAbI facts hidden in book text, accuracy per length (rows) and task (columns).
+
+    The corpus is <repo>/../shared/corpus, or $INFINI_CORPUS."""
+    from infinicli.bench import babilong as bl
+    from infinicli.bench.common import parse_lengths
+
+    _check_samples(samples)
+    tasks = [t.strip() for t in task.split(",") if t.strip()]
+    if not tasks:
+        raise UsageError("no --task given")
+    settings = bl.Settings(
+        tasks=tasks,
+        lengths=parse_lengths(lengths, allow_zero=True),
+        samples=samples,
+        seed=seed,
+        haystack=haystack,
+    )
+    for t in tasks:
+        bl.task_file(t)  # a missing corpus or task fails before the model loads
+    display = Display(quiet)
+    engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads)
+    _finish(display, bl.run(engine, settings, log=display.notice), json_out)
+
+
+@bench_app.command()
+def ppl(
+    book: str = typer.Option(
+        None, "--book", help="Text file to score (default: <corpus>/books/anna_karenina.txt)."
+    ),
+    tokens: str = typer.Option("32k", "--tokens", help="Score the book's first N tokens (k = 1024)."),
+    json_out: str = JSON_OUT,
+    model: str = MODEL,
+    adapter: str = ADAPTER,
+    segment_len: int = SEGMENT,
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    seed: int = BENCH_SEED,
+    threads: int = THREADS,
+    quiet: bool = QUIET,
+) -> None:
+    """Perplexity with memory, without memory, and with a two-segment sliding window."""
+    from infinicli.bench import ppl as pp
+    from infinicli.bench.common import corpus_dir, parse_length
+
+    settings = pp.Settings(tokens=parse_length(tokens), book=book)
+    if book is None:
+        corpus_dir()  # fail before the model loads
+    display = Display(quiet)
+    engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads)
+    result: dict[str, Any] = pp.run(engine, settings, log=display.notice)
+    _finish(display, result, json_out)
