@@ -41,6 +41,7 @@ class Options:
     temperature: float = 0.0
     top_p: float = 0.95
     seed: int | None = None
+    threads: int | None = None  # CPU threads for torch (None: all cores)
 
 
 @dataclass
@@ -119,8 +120,10 @@ class Session:
         model_dir = resolve_model(self.opts.model, progress=self.stage)
         device = pick_device(self.opts.device)
         dtype = pick_dtype(self.opts.dtype, device)
+        if self.opts.threads is not None and self.opts.threads < 1:
+            raise UsageError("--threads must be at least 1")
         if device.type == "cpu":
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            torch.set_num_threads(self.opts.threads or max(1, os.cpu_count() or 1))
         if self.opts.segment_len is not None and self.opts.segment_len < 16:
             raise UsageError("--segment-len must be at least 16 tokens")
         loaded = build_model(

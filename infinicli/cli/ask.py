@@ -27,6 +27,7 @@ DEVICE = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N.
 DTYPE = typer.Option(None, "--dtype", help="auto (default: bf16 where the hardware has it), fp32, bf16.")
 PASSWORD = typer.Option(None, "--password", help="Password of encrypted PDFs.")
 RESUME = typer.Option(False, "--resume", help="Continue an interrupted read of the same inputs.")
+THREADS = typer.Option(None, "--threads", help="CPU threads (default: all cores; fewer on a busy machine).")
 
 
 def _session(display: Display, **kw):
@@ -44,6 +45,7 @@ def _session(display: Display, **kw):
         max_new_tokens=kw.get("max_new_tokens", 256),
         temperature=kw.get("temperature", 0.0),
         seed=kw.get("seed"),
+        threads=kw.get("threads"),
     )
     if opts.max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
@@ -135,6 +137,7 @@ def ask(
     dtype: str = DTYPE,
     password: str = PASSWORD,
     resume: bool = RESUME,
+    threads: int = THREADS,
 ) -> None:
     """Answer QUESTION about the inputs (stdin when no PATH is given)."""
     kw = dict(locals())
@@ -167,6 +170,7 @@ def summarize(
     dtype: str = DTYPE,
     password: str = PASSWORD,
     resume: bool = RESUME,
+    threads: int = THREADS,
 ) -> None:
     """Summarise the inputs from the model's memory."""
     kw = dict(locals())
@@ -196,6 +200,7 @@ def read(
     dtype: str = DTYPE,
     password: str = PASSWORD,
     resume: bool = RESUME,
+    threads: int = THREADS,
 ) -> None:
     """Read the inputs and save their memory to a file, to ask later without reading again."""
     kw = dict(locals())

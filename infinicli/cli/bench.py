@@ -185,3 +185,49 @@ def ppl(
     engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads)
     result: dict[str, Any] = pp.run(engine, settings, log=display.notice)
     _finish(display, result, json_out)
+
+
+@bench_app.command()
+def speed(
+    tokens: str = typer.Option(
+        "32k", "--tokens", help="Tokens of War and Peace timed for the reading rates."
+    ),
+    rss_tokens: str = typer.Option("10k,1m", "--rss-tokens", help="Short and long input for peak RSS."),
+    skip: str = typer.Option(
+        "", "--skip", help="Comma list of parts to skip: read,baseline,llamacpp,rss,ask,help,tokenizer,cuda."
+    ),
+    gguf: str = typer.Option(None, "--gguf", help="GGUF file for the llama.cpp comparison."),
+    model: str = MODEL,
+    segment_len: int = SEGMENT,
+    json_out: str = JSON_OUT,
+    quiet: bool = QUIET,
+) -> None:
+    """Reading speed vs plain transformers (and llama.cpp), flat memory, follow-up latency, start-up."""
+    import json
+    from pathlib import Path
+
+    from infinicli.bench.common import parse_lengths
+    from infinicli.bench.speed import format_speed, run_speed
+
+    display = Display(quiet)
+    parts = ("read", "baseline", "llamacpp", "rss", "ask", "help", "tokenizer", "cuda")
+    skipped = {p.strip() for p in skip.split(",") if p.strip()}
+    unknown = skipped - set(parts)
+    if unknown:
+        raise UsageError(f"--skip: unknown part(s) {', '.join(sorted(unknown))}")
+    rss = parse_lengths(rss_tokens)
+    if len(rss) != 2:
+        raise UsageError("--rss-tokens takes two sizes, e.g. 10k,1m")
+    res = run_speed(
+        tokens=parse_lengths(tokens)[0],
+        segment_len=segment_len,
+        rss_tokens=(rss[0], rss[1]),
+        model=model,
+        gguf=Path(gguf) if gguf else None,
+        include=tuple(p for p in parts if p not in skipped),
+        progress=display.notice,
+    )
+    sys.stdout.write(format_speed(res) + "\n")
+    if json_out:
+        Path(json_out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        display.notice(f"results written to {json_out}")
