@@ -60,32 +60,6 @@ def cache_dir() -> Path:
     return infini_home() / "memcache"
 
 
-def _stat_fingerprint(paths: Sequence[str]) -> list:
-    """Cheap identity of the inputs: (path, size, mtime_ns) of every file, directories walked."""
-    out: list = []
-    for p in paths:
-        rp = os.path.realpath(p)
-        if os.path.isdir(rp):
-            for root, dirs, files in os.walk(rp):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for fn in sorted(files):
-                    if fn.startswith("."):
-                        continue
-                    fp = os.path.join(root, fn)
-                    try:
-                        st = os.stat(fp)
-                        out.append([fp, st.st_size, st.st_mtime_ns])
-                    except OSError:
-                        out.append([fp, None, None])
-        else:
-            try:
-                st = os.stat(rp)
-                out.append([rp, st.st_size, st.st_mtime_ns])
-            except OSError:
-                out.append([rp, None, None])
-    return out
-
-
 class Session:
     """Model, tokenizer and engine for one command, loaded on first need."""
 
@@ -169,7 +143,7 @@ class Session:
             except OSError:
                 pass
 
-    def cache_key(self, paths: Sequence[str]) -> str:
+    def cache_key(self, paths: Sequence[str]) -> str | None:
         ident = self.identity()
         if self.stdin_spool is not None and list(paths) == ["-"]:
             h = hashlib.sha256()
@@ -178,7 +152,11 @@ class Session:
                     h.update(block)
             inputs: object = ["stdin", h.hexdigest()]
         else:
-            inputs = _stat_fingerprint(paths)
+            from infinicli.readers import fingerprint_sources
+
+            inputs = fingerprint_sources(paths)
+            if inputs is None:  # a pipe or device: no stable identity, read it every time
+                return None
         blob = json.dumps([ident, inputs, self.opts.password is not None], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
 
@@ -240,6 +218,10 @@ class Session:
             cdir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ResourceError(f"{cdir}: cannot create the memory cache ({e.strerror})") from None
+        if key is None:
+            if self.opts.resume:
+                raise UsageError("--resume needs regular files or stdin, not a pipe or device path")
+            return self._read(read_paths, None, None, None, on_progress)
         done, partial = cdir / f"{key}.mem", cdir / f"{key}.partial.mem"
         if self.opts.use_cache and done.exists():
             try:
@@ -259,7 +241,7 @@ class Session:
             self.notice("an interrupted read of these inputs exists; starting over (--resume continues it)")
         return self._read(read_paths, state, partial, done, on_progress)
 
-    def _read(self, paths, state, partial: Path, done: Path, on_progress) -> MemoryResult:
+    def _read(self, paths, state, partial: Path | None, done: Path | None, on_progress) -> MemoryResult:
         from infinicli.readers import estimate_bytes, read_sources
 
         e = self.engine
@@ -288,9 +270,10 @@ class Session:
             if stdin_file is not None:
                 stdin_file.close()
         seconds = time.perf_counter() - t0
-        self.save_state(done, state, complete=True)
-        partial.unlink(missing_ok=True)
-        self._prune_cache()
+        if done is not None and partial is not None:
+            self.save_state(done, state, complete=True)
+            partial.unlink(missing_ok=True)
+            self._prune_cache()
         label = ", ".join(s["name"] for s in state.sources)
         return MemoryResult(state, self.identity(), False, seconds, label)
 
@@ -302,8 +285,8 @@ class Session:
                 self.notice(f"skipped {ev.name}: {ev.reason}")
             yield ev
 
-    def _checkpoint(self, partial: Path, state) -> None:
-        if state.tokens_read > 0:
+    def _checkpoint(self, partial: Path | None, state) -> None:
+        if partial is not None and state.tokens_read > 0:
             self.save_state(partial, state, complete=False)
 
     def _prune_cache(self) -> None:
