@@ -42,8 +42,9 @@ def _root(
 from infinicli.cli import ask as _ask  # noqa: E402  (registers commands)
 from infinicli.cli import bench as _bench  # noqa: E402, F401
 from infinicli.cli import models as _models  # noqa: E402
+from infinicli.cli import train as _train  # noqa: E402
 
-_ = (_ask, _models)
+_ = (_ask, _models, _train)
 
 
 def _err(msg: str) -> None:

@@ -1,0 +1,257 @@
+"""Training configuration: a TOML recipe (default.toml beside this file) plus `section.key=value` overrides.
+
+The recipe has six sections: [model] (what is retrofitted and what trains), [data] (the sample mixture),
+[curriculum] (segments per sample over time), [optim] (AdamW groups, schedule, batch), [loss] (weights of the
+answer, language-modelling and distillation terms) and [run] (steps, folder, device, checkpoints, seed).
+Unknown keys are errors, so a typo in a recipe or a `--set` never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    try:
+        import tomli as tomllib
+    except ImportError:  # pragma: no cover - only without tomli on 3.10
+        tomllib = None  # type: ignore[assignment]
+
+DEFAULT_RECIPE = Path(__file__).with_name("default.toml")
+CONFIG_NAME = "config.toml"  # the recipe as run, in every run folder
+HELD_OUT_BOOKS = ("anna_karenina.txt",)  # the perplexity benchmark's text: never trained on
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema."""
+
+
+@dataclass
+class ModelSection:
+    model: str = ""  # "" = the default model (infinicli.models.resolve_model)
+    init_adapter: str = "none"  # start from an adapter file ("none": fresh gates at gate_init, fresh LoRA)
+    segment_len: int = 256
+    update_rule: str = "delta"  # "delta" (eq. 5) or "linear" (eq. 4)
+    gate_init: float = -1.0  # β at initialisation (eq. 6); -3 does not learn, about -1 does
+    train: str = "lora"  # "lora" | "full" (all q/k/v/o weights) | "gates" (gates only)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class DataSection:
+    corpus: str = ""  # "" = $INFINI_CORPUS or <repo>/../shared/corpus
+    passkey: float = 0.5  # mixture weights (normalised)
+    babi: float = 0.2
+    lm: float = 0.3
+    books: list[str] = field(
+        default_factory=lambda: ["books/war_and_peace.txt", "books/tiny_shakespeare.txt"]
+    )
+    babi_tasks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    filler_haystack: float = 0.4  # share of passkey haystacks made of repeated filler (rest: book text)
+    second_needle: float = 0.3  # probability of a distracting second needle of another kind
+    local: float = 0.05  # probability that the needle / facts sit in the final segment, not in memory
+    min_tail: int = 8  # fewest document tokens left for the final segment
+
+
+@dataclass
+class CurriculumSection:
+    start_min: int = 2  # segments written to memory per sample at step 0: uniform in [start_min, start_max]
+    start_max: int = 4
+    end_min: int = 2  # ... and from ramp_steps on: uniform in [end_min, end_max]
+    end_max: int = 16
+    ramp_steps: int = 1000  # linear growth in between
+
+
+@dataclass
+class OptimSection:
+    lr: float = 3e-3  # LoRA (or full projections: use ~1e-5)
+    gate_lr: float = 0.1  # gates β: their own group, never weight-decayed
+    weight_decay: float = 0.0  # LoRA / projections only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 20
+    schedule: str = "cosine"  # "constant" or "cosine" (to min_lr_ratio at the last step)
+    min_lr_ratio: float = 0.1
+    batch_size: int = 1  # samples per forward (all with the same number of segments)
+    grad_accum: int = 2  # forwards per optimizer step
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+
+
+@dataclass
+class LossSection:
+    answer: float = 1.0  # CE on the answer tokens of the final segment
+    lm: float = 1.0  # next-token CE on every segment of LM samples (memory carried)
+    distill: float = 1.0  # KL(base || model) on short chat inputs with empty memory
+    distill_prob: float = 0.5  # share of forwards that add a distillation batch
+    distill_max_tokens: int = 192
+    distill_response_tokens: int = 40  # base-model answer appended to each fixed chat prompt (0 = none)
+    distill_pool: int = 24  # chat inputs prepared once per run (fixed prompts + book-passage prompts)
+    distill_fresh: float = 0.5  # share of distillation inputs that are new book-passage prompts (no answer)
+
+
+@dataclass
+class RunSection:
+    steps: int = 1500
+    out: str = "runs/infini"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
+    bf16: bool = True  # autocast matmuls to bf16 (gates, LoRA and memory stay fp32)
+    grad_checkpoint: bool = True  # recompute each segment in backward (memory grows with segments otherwise)
+    checkpoint_every: int = 50  # steps between resumable checkpoints (0 = only at the end)
+    log_every: int = 1
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    curriculum: CurriculumSection = field(default_factory=CurriculumSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        cfg = cls()
+        for section, values in d.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{section}] must be a table")
+            for key, value in values.items():
+                set_value(cfg, f"{section}.{key}", value)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        m, c, o, d = self.model, self.curriculum, self.optim, self.data
+        if m.train not in ("lora", "full", "gates"):
+            raise ConfigError(f"model.train = {m.train!r}: use 'lora', 'full' or 'gates'")
+        if m.train == "lora" and m.lora_rank <= 0:
+            raise ConfigError("model.train = 'lora' needs model.lora_rank > 0")
+        if m.update_rule not in ("delta", "linear"):
+            raise ConfigError(f"model.update_rule = {m.update_rule!r}: use 'delta' or 'linear'")
+        if m.segment_len < 16:
+            raise ConfigError("model.segment_len must be at least 16")
+        if not (1 <= c.start_min <= c.start_max and 1 <= c.end_min <= c.end_max):
+            raise ConfigError("curriculum: need 1 <= start_min <= start_max and 1 <= end_min <= end_max")
+        if o.batch_size < 1 or o.grad_accum < 1:
+            raise ConfigError("optim.batch_size and optim.grad_accum must be >= 1")
+        if o.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"optim.schedule = {o.schedule!r}: use 'constant' or 'cosine'")
+        if min(d.passkey, d.babi, d.lm) < 0 or d.passkey + d.babi + d.lm <= 0:
+            raise ConfigError("data: mixture weights must be >= 0 and not all zero")
+        for b in d.books:
+            if Path(b).name in HELD_OUT_BOOKS:
+                raise ConfigError(f"data.books: {b} is held out for the perplexity benchmark")
+        if self.run.steps < 0:
+            raise ConfigError("run.steps must be >= 0")
+
+
+def _parse_scalar(text: str) -> Any:
+    """A `--set` value: TOML syntax when it parses (numbers, booleans, lists, quoted strings), else text."""
+    if tomllib is not None:
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def set_value(cfg: TrainConfig, dotted: str, value: Any) -> None:
+    """Set `section.key` to value, converted to the field's type (a string value is parsed first)."""
+    section, _, key = dotted.partition(".")
+    if not key or not hasattr(cfg, section) or section.startswith("_"):
+        raise ConfigError(f"unknown setting {dotted!r} (use section.key, e.g. optim.lr)")
+    sec = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(sec)}
+    if key not in fields:
+        raise ConfigError(f"unknown setting {dotted!r}; [{section}] has: {', '.join(sorted(fields))}")
+    current = getattr(sec, key)
+    if isinstance(value, str) and not isinstance(current, str):
+        value = _parse_scalar(value)
+    try:
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+        elif isinstance(current, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            value = int(value)
+        elif isinstance(current, float):
+            if isinstance(value, bool):
+                raise TypeError
+            value = float(value)
+        elif isinstance(current, list):
+            if not isinstance(value, list):
+                value = [value]
+        elif isinstance(current, str):
+            value = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{dotted} = {value!r}: expected {type(current).__name__}") from None
+    setattr(sec, key, value)
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """`section.key=value` -> (section.key, value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    return key.strip(), value.strip()
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if tomllib is None:
+        raise ConfigError("reading TOML on Python 3.10 needs the 'tomli' package (pip install tomli)")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"recipe {path}: {e}") from None
+
+
+def load_config(
+    path: Path | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict | None = None
+) -> TrainConfig:
+    """The recipe at `path` (default.toml when None; `base`, a saved config dict, instead when given) with
+    the `section.key=value` overrides applied in order."""
+    d = base if base is not None else read_toml(Path(path) if path else DEFAULT_RECIPE)
+    cfg = TrainConfig.from_dict(d)
+    for ov in overrides:
+        set_value(cfg, *parse_override(ov))
+    cfg.validate()
+    return cfg
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    """The config as a TOML recipe (written into every run folder, reusable with --config)."""
+    lines: list[str] = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,747 @@
+"""The training loop: segments unrolled with the memory carried (never detached), one optimizer per run.
+
+Per sample the segments are run in order, each reading the memory (eq. 3), mixing it with local attention
+through the gate (eq. 6) and writing it (eq. 4/5); the final segment only reads. Gradients flow from the
+answer back through every memory update to the first segment (full backpropagation through memory); each
+segment is wrapped in activation checkpointing (its memory tensors are inputs and outputs), so activations
+are kept for one segment at a time and only the memory states (L·H·d·(d+1) floats per segment) accumulate.
+
+Loss = answer · CE(answer tokens of the final segment)
+     + lm · CE(next token, every segment and the tail of LM samples)
+     + distill · KL(base ‖ model) on short chat turns with empty memory,
+where "base" is the same network with its LoRA switched off (with empty memory the gates are idle, so that is
+exactly the original model; with full training of the projections, a frozen copy of the original).
+
+Precision: with run.bf16 the frozen base weights are bf16 (as at inference on bf16 hardware) and the trained
+parameters (gates, LoRA) stay fp32; the memory math runs in fp32 as in memory.py. Training the projections
+themselves (model.train = "full") keeps fp32 master weights under bf16 autocast.
+
+Parallelism: one process per device; under torchrun the model is wrapped in DistributedDataParallel (gloo
+on CPU, nccl on CUDA), every rank draws different samples (seeded by rank), only rank 0 writes files.
+
+Checkpoints (run folder, resumable): checkpoint.safetensors holds the trained tensors and the flattened
+AdamW state, with the step, config and bookkeeping as JSON metadata (no pickle anywhere); samples are a pure
+function of (seed, rank, step), so a resumed run continues exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from infinicli.model import InfiniLlama, LoRALinear, Memory
+from infinicli.train.config import CONFIG_NAME, TrainConfig
+from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
+
+CHECKPOINT = "checkpoint.safetensors"
+ADAPTER = "adapter.safetensors"
+METRICS = "metrics.jsonl"
+DISTILL = "distill_pool.json"
+
+
+@dataclass
+class Progress:
+    """One optimizer step, as reported to the progress callback (averaged over ranks)."""
+
+    step: int
+    steps: int
+    loss: float
+    answer_loss: float | None  # CE per answer token (None: no QA sample this step)
+    lm_loss: float | None  # CE per text token of LM samples
+    kl: float | None  # KL(base ‖ model) per token
+    acc: float | None  # exact answers (argmax over every answer token) among this step's QA samples
+    acc_avg: float | None  # the same over the last 50 steps
+    token_acc: float | None  # answer tokens right
+    segments: float  # mean segments in memory per sample this step
+    tokens: int  # tokens processed this step (all ranks)
+    tokens_seen: int  # since the start of the run
+    tokens_per_s: float
+    lr: float
+    gate_lr: float
+    gate: float  # mean sigmoid(β): the share of attention output taken from memory
+    grad_norm: float
+    elapsed_s: float
+
+
+# -- the objective ----------------------------------------------------------------------------------
+
+
+def _ce(model: InfiniLlama, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per sample: CE sum, labelled tokens and wrong argmax tokens at the labelled positions. h: [B, T, C]."""
+    sel = labels != IGNORE
+    rows = sel.nonzero()[:, 0]
+    target = labels[sel]
+    logits = model.head(h[sel]).float()
+    ce = F.cross_entropy(logits, target, reduction="none")
+    wrong = (logits.argmax(-1) != target).float()
+    zeros = torch.zeros(labels.shape[0], device=h.device)
+    return (
+        zeros.index_add(0, rows, ce),
+        zeros.index_add(0, rows, torch.ones_like(ce)),
+        zeros.index_add(0, rows, wrong),
+    )
+
+
+def _segment(
+    model: InfiniLlama,
+    index: int,
+    ids: torch.Tensor,
+    labels: torch.Tensor | None,
+    M: torch.Tensor,
+    z: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Write segment `index` to memory (memory tensors in and out, for checkpointing); LM loss if labelled."""
+    memory = Memory(M, z, index)
+    if labels is None:
+        _, new = model.forward_segment(ids, memory, write=True, logits=None)
+        zero = M.new_zeros(ids.shape[0])
+        return zero, zero, new.M, new.z
+    h, new = model.forward_segment(ids, memory, write=True, hidden=True)
+    ce, count, _ = _ce(model, h, labels)
+    return ce, count, new.M, new.z
+
+
+def _final(
+    model: InfiniLlama, index: int, ids: torch.Tensor, labels: torch.Tensor, M: torch.Tensor, z: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The final segment: reads the memory of `index` segments (no write); loss on the labelled positions."""
+    h, _ = model.forward_segment(ids, Memory(M, z, index), write=False, hidden=True)
+    return _ce(model, h, labels)
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[None]:
+    """Run the base model: every LoRA adapter scaled to 0 for the duration."""
+    mods = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    scales = [m.scale for m in mods]
+    for m in mods:
+        m.scale = 0.0
+    try:
+        yield
+    finally:
+        for m, s in zip(mods, scales, strict=True):
+            m.scale = s
+
+
+class Objective(nn.Module):
+    """The whole loss of one forward (a QA/LM batch plus an optional distillation batch), as one module so
+    that DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: InfiniLlama, cfg: TrainConfig, base: InfiniLlama | None = None):
+        super().__init__()
+        self.model = model
+        self._base = [base]  # frozen copy of the original (full training), kept out of the module tree
+        self.cfg = cfg
+
+    def forward(
+        self,
+        batch: Batch,
+        distill: tuple[torch.Tensor, torch.Tensor] | None = None,
+        grad_checkpoint: bool | None = None,
+        detach_memory: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model, w = self.model, self.cfg.loss
+        ckpt = self.cfg.run.grad_checkpoint if grad_checkpoint is None else grad_checkpoint
+        B, n, _ = batch.segments.shape
+        memory = model.empty_memory(B)
+        M, z = memory.M, memory.z
+        lm_sum, lm_cnt = M.new_zeros(()), M.new_zeros(())
+        for j in range(n):
+            labels = None if batch.segment_labels is None else batch.segment_labels[:, j]
+            args = (model, j, batch.segments[:, j], labels, M, z)
+            ce, count, M, z = checkpoint(_segment, *args, use_reentrant=False) if ckpt else _segment(*args)
+            if detach_memory:  # for tests only: training as it would be with the memory cut between segments
+                M, z = M.detach(), z.detach()
+            lm_sum, lm_cnt = lm_sum + ce.sum(), lm_cnt + count.sum()
+        args = (model, n, batch.final, batch.labels, M, z)
+        ce, count, wrong = checkpoint(_final, *args, use_reentrant=False) if ckpt else _final(*args)
+        qa = torch.tensor([k != "lm" for k in batch.kinds], device=ce.device, dtype=ce.dtype)
+        ans_sum, ans_cnt = (ce * qa).sum(), (count * qa).sum()
+        lm_sum, lm_cnt = lm_sum + (ce * (1 - qa)).sum(), lm_cnt + (count * (1 - qa)).sum()
+        loss = M.new_zeros(())
+        if ans_cnt > 0:
+            loss = loss + w.answer * ans_sum / ans_cnt
+        if lm_cnt > 0:
+            loss = loss + w.lm * lm_sum / lm_cnt
+        stats = {
+            "ans_sum": ans_sum.detach(),
+            "ans_cnt": ans_cnt,
+            "lm_sum": lm_sum.detach(),
+            "lm_cnt": lm_cnt,
+            "exact": (((wrong == 0) & (count > 0)).float() * qa).sum(),
+            "qa": qa.sum(),
+            "tok_right": ((count - wrong) * qa).sum(),
+            "segments": M.new_tensor(float(n * B)),
+            "samples": M.new_tensor(float(B)),
+            "kl_sum": M.new_zeros(()),
+            "kl_n": M.new_zeros(()),
+        }
+        if distill is not None:
+            kl = self.kl(*distill)
+            stats["kl_sum"], stats["kl_n"] = kl.detach(), M.new_ones(())
+            loss = loss + w.distill * kl
+        return loss, stats
+
+    def kl(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """KL(base ‖ model) per token, on inputs with empty memory (only LoRA can make them differ)."""
+        model, base = self.model, self._base[0]
+        with torch.no_grad():
+            ref_model = base if base is not None else model
+            ctx = lora_disabled(model) if base is None else contextlib.nullcontext()
+            with ctx:
+                hb, _ = ref_model.forward_segment(
+                    ids, ref_model.empty_memory(ids.shape[0]), write=False, hidden=True
+                )
+                ref = ref_model.head(hb[mask]).float().log_softmax(-1)
+        h, _ = model.forward_segment(ids, model.empty_memory(ids.shape[0]), write=False, hidden=True)
+        logp = model.head(h[mask]).float().log_softmax(-1)
+        return F.kl_div(logp, ref, log_target=True, reduction="batchmean")
+
+
+# -- setup ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_setting: str) -> tuple[Dist, torch.device]:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); pick this rank's device."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    want_cuda = device_setting.startswith("cuda") or (
+        device_setting in ("", "auto") and torch.cuda.is_available()
+    )
+    if want_cuda and not torch.cuda.is_available():
+        raise RuntimeError(f"run.device = {device_setting}: no CUDA device is available")
+    if want_cuda:
+        device = torch.device(
+            f"cuda:{local}" if world > 1 or device_setting in ("", "auto", "cuda") else device_setting
+        )
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if world > 1:
+        return Dist(dist.get_rank(), dist.get_world_size(), local), device
+    return Dist(), device
+
+
+def trainable_parameters(model: InfiniLlama, mode: str) -> tuple[list, list]:
+    """(gates, others) as lists of (name, parameter); sets requires_grad accordingly."""
+    gates, others = [], []
+    for name, p in model.named_parameters():
+        if name.endswith(".gate"):
+            gates.append((name, p))
+        elif mode == "lora" and ".lora_" in name:
+            others.append((name, p))
+        elif mode == "full" and ".self_attn." in name and name.endswith("_proj.weight"):
+            others.append((name, p))
+    keep = {id(p) for _, p in gates + others}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return gates, others
+
+
+def build_training_model(cfg: TrainConfig, device: torch.device):
+    """(LoadedModel, tokenizer, frozen base copy or None) for a config; trained tensors fp32 on `device`."""
+    from infinicli.loading import build_model
+    from infinicli.models import resolve_model
+    from infinicli.tokenizer import load_tokenizer
+
+    m = cfg.model
+    model_dir = resolve_model(m.model or None)
+    full = m.train == "full"
+    weights = torch.bfloat16 if (cfg.run.bf16 and not full) else torch.float32
+    adapter = m.init_adapter if m.init_adapter not in ("", "none") else None
+    lm = build_model(
+        model_dir, adapter=adapter, dtype=weights, segment_len=m.segment_len, update_rule=m.update_rule,
+        for_training=True,
+    )  # fmt: skip
+    model = lm.model
+    if adapter is None:
+        for blk in model.model.layers:
+            blk.self_attn.gate.data.fill_(float(m.gate_init))
+        model.icfg.gate_init = float(m.gate_init)
+    if m.train == "lora" and model.icfg.lora_rank <= 0:
+        model.icfg.lora_rank = int(m.lora_rank)
+        model.icfg.lora_alpha = float(m.lora_alpha)
+        model.icfg.lora_targets = tuple(m.lora_targets)
+        model.add_lora()
+    for name, p in model.named_parameters():
+        if name.endswith(".gate") or ".lora_" in name:
+            p.data = p.data.float()
+    model.to(device)
+    base = None
+    if full:
+        base = copy.deepcopy(model).requires_grad_(False).eval()
+    return lm, load_tokenizer(model_dir), base
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then constant or cosine down to min_lr_ratio at the last step."""
+    o = cfg.optim
+    warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
+    if o.schedule == "cosine" and cfg.run.steps > 1:
+        t = min(1.0, step / (cfg.run.steps - 1))
+        return warm * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    return warm
+
+
+def make_optimizer(gates: list, others: list, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the gates in their own group (own learning rate, never weight-decayed)."""
+    o = cfg.optim
+    groups = [{"params": [p for _, p in gates], "lr": o.gate_lr, "weight_decay": 0.0, "name": "gates"}]
+    if others:
+        groups.append(
+            {"params": [p for _, p in others], "lr": o.lr, "weight_decay": o.weight_decay, "name": "attn"}
+        )
+    return torch.optim.AdamW(groups, betas=tuple(o.betas), eps=1e-8)
+
+
+# -- checkpoints (safetensors + JSON metadata, no pickle) ---------------------------------------------
+
+
+def save_checkpoint(path: Path, named: list, opt: torch.optim.Optimizer, meta: dict) -> None:
+    """Trained tensors ("param/<name>") + AdamW state ("opt/<index>/<key>") + JSON metadata, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {f"param/{n}": p.detach().cpu().contiguous() for n, p in named}
+    sd = opt.state_dict()
+    scalars: dict[str, object] = {}
+    for idx, state in sd["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"opt/{idx}/{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}/{k}"] = v
+    metadata = {
+        "format": "infini-train-checkpoint-1",
+        "meta": json.dumps(meta),
+        "param_names": json.dumps([n for n, _ in named]),
+        "param_groups": json.dumps(sd["param_groups"]),
+        "opt_scalars": json.dumps(scalars),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_checkpoint_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {})["meta"])
+
+
+def load_checkpoint(path: Path, named: list, opt: torch.optim.Optimizer) -> dict:
+    """Restore the trained tensors and the optimizer state in place; returns the metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        md = f.metadata() or {}
+        names = json.loads(md["param_names"])
+        if names != [n for n, _ in named]:
+            raise ValueError(f"{path}: the checkpoint's trained parameters do not match this configuration")
+        for n, p in named:
+            p.data.copy_(f.get_tensor(f"param/{n}").to(p.device, p.dtype))
+        state: dict[int, dict] = {}
+        for key in f.keys():
+            if key.startswith("opt/"):
+                _, idx, k = key.split("/", 2)
+                state.setdefault(int(idx), {})[k] = f.get_tensor(key)
+        for key, v in json.loads(md["opt_scalars"]).items():
+            idx, k = key.split("/", 1)
+            state.setdefault(int(idx), {})[k] = v
+        groups = json.loads(md["param_groups"])
+        for g in groups:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        opt.load_state_dict({"state": state, "param_groups": groups})
+        return json.loads(md["meta"])
+
+
+def write_final_adapter(model: InfiniLlama, path: Path, cfg: TrainConfig, training: dict) -> None:
+    """The trained adapter (gates + LoRA, or gates + full projections) with its training record."""
+    from infinicli.loading import shape_id, write_adapter
+
+    meta = {
+        "model_shape": shape_id(model.cfg),
+        "base_model": cfg.model.model or "smollm2-135m",
+        "training": training,
+    }
+    if cfg.model.train != "full":
+        write_adapter(model, path, meta)
+        return
+    from safetensors.torch import save_file
+
+    tensors = model.adapter_state_dict()
+    for name, p in model.named_parameters():
+        if ".self_attn." in name and name.endswith("_proj.weight"):
+            tensors[name] = p.detach().float().cpu().contiguous()
+    md = {"format": "pt", "infini_config": json.dumps(model.icfg.to_dict())}
+    md.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=md)
+    os.replace(tmp, path)
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+
+def _sample_rng(seed: int, rank: int, step: int, micro: int) -> random.Random:
+    return random.Random(f"{seed}/{rank}/{step}/{micro}")
+
+
+def base_answers(
+    model: InfiniLlama, pool: DistillPool, max_new: int, eos: int, device: torch.device
+) -> list[list[int]]:
+    """Greedy answers of the base model (LoRA off, empty memory) to every prompt of the pool."""
+    from infinicli.generate import generate
+
+    out = []
+    with lora_disabled(model):
+        for ids in pool.items:
+            room = max(0, min(max_new, pool.max_tokens - len(ids)))
+            out.append(
+                list(generate(model, model.empty_memory(1), ids, max_new_tokens=room, stop_ids=[eos]))
+                if room
+                else []
+            )
+    return out
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+class Trainer:
+    """One training run (see the module docstring). `run()` returns the final adapter's path."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
+    ):
+        self.cfg = cfg
+        self.on_progress = on_progress or (lambda p: None)
+        self.on_notice = on_notice or (lambda s: None)
+        self.out = Path(cfg.run.out)
+
+    def notice(self, msg: str) -> None:
+        if self.dist.main:
+            self.on_notice(msg)
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg.run.threads > 0:
+            torch.set_num_threads(cfg.run.threads)
+        self.dist, self.device = init_distributed(cfg.run.device)
+        torch.manual_seed(cfg.run.seed)  # identical LoRA initialisation on every rank
+        self.loaded, self.tok, base = build_training_model(cfg, self.device)
+        self.model = self.loaded.model
+        self.gates, self.others = trainable_parameters(self.model, cfg.model.train)
+        self.named = self.gates + self.others
+        self.opt = make_optimizer(self.gates, self.others, cfg)
+        self.objective = Objective(self.model, cfg, base)
+        self.ddp: nn.Module = self.objective
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.objective)
+        self.factory = SampleFactory.from_corpus(self.tok, cfg.model.segment_len, cfg.data)
+        self.autocast = cfg.run.bf16 and cfg.model.train == "full"
+        n_train = sum(p.numel() for _, p in self.named)
+        self.notice(
+            f"model {self.loaded.model_dir.name}: {n_train:,} trained parameters ({cfg.model.train}), "
+            f"segments of {cfg.model.segment_len} tokens, device {self.device}, world {self.dist.world}; "
+            f"data: {len(self.factory.books)} book(s), {len(self.factory.babi)} bAbI questions, "
+            f"mixture {self.factory.weights}"
+        )
+
+    def _distill_pool(self) -> DistillPool | None:
+        cfg = self.cfg
+        if cfg.loss.distill <= 0 or cfg.loss.distill_prob <= 0 or cfg.model.train == "gates":
+            return None  # gates alone cannot change the model with empty memory: nothing to distil
+        pool = DistillPool(
+            self.tok,
+            self.factory,
+            cfg.loss.distill_pool,
+            cfg.loss.distill_max_tokens,
+            cfg.run.seed,
+            cfg.loss.distill_fresh,
+        )
+        if cfg.loss.distill_response_tokens <= 0:
+            return pool
+        cache = self.out / DISTILL
+        if self.dist.enabled and not self.dist.main:
+            self._barrier()  # rank 0 writes the answers first
+        answers = None
+        if cache.is_file():
+            try:
+                saved = json.loads(cache.read_text())
+                if saved.get("prompts") == pool.items:
+                    answers = saved["answers"]
+            except (ValueError, KeyError):
+                answers = None
+        if answers is None:
+            self.notice(f"distillation: the base model answers {len(pool.items)} chat prompts once")
+            self.model.eval()
+            answers = base_answers(
+                self.model, pool, cfg.loss.distill_response_tokens, self.tok.eos_id, self.device
+            )
+            if self.dist.main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(cache.name + ".tmp")
+                tmp.write_text(json.dumps({"prompts": pool.items, "answers": answers}))
+                os.replace(tmp, cache)
+        if self.dist.enabled and self.dist.main:
+            self._barrier()
+        pool.complete(answers)
+        return pool
+
+    def _barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    def _allreduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(t)
+        return t
+
+    def _ranks_agree(self) -> bool:
+        if not self.dist.enabled:
+            return True
+        import torch.distributed as dist
+
+        flat = torch.cat([p.detach().double().flatten() for _, p in self.named])
+        pos = torch.arange(flat.numel(), dtype=torch.float64, device=flat.device)
+        mine = torch.stack([flat.sum(), flat.abs().sum(), (flat * pos).sum()])
+        lo, hi = mine.clone(), mine.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        return bool(torch.equal(lo, hi))
+
+    def state_meta(self) -> dict:
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed_s": self.elapsed,
+            "config": self.cfg.to_dict(),
+            "seed": self.cfg.run.seed,
+            "world_size": self.dist.world,
+            "acc_window": list(self.acc_window),
+            "last": self.last,
+        }
+
+    def save(self) -> None:
+        if self.dist.main:
+            save_checkpoint(self.out / CHECKPOINT, self.named, self.opt, self.state_meta())
+
+    def run(self, resume: bool = False) -> Path:
+        """Train; Ctrl-C or SIGTERM (e.g. `kill PID` of a background run) saves a checkpoint and stops."""
+        import signal
+        import threading
+
+        threads = torch.get_num_threads()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return self._run(resume)
+        finally:
+            torch.set_num_threads(threads)  # run.threads is this run's setting, not the process's
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self, resume: bool) -> Path:
+        from infinicli.train.config import to_toml
+
+        cfg = self.cfg
+        self.setup()
+        self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
+        self.acc_window: deque = deque(maxlen=50)
+        self.last: dict = {}
+        ckpt = self.out / CHECKPOINT
+        if resume and ckpt.is_file():
+            meta = load_checkpoint(ckpt, self.named, self.opt)
+            self.step, self.tokens_seen, self.elapsed = meta["step"], meta["tokens_seen"], meta["elapsed_s"]
+            self.acc_window.extend(meta.get("acc_window", []))
+            self.last = meta.get("last", {})
+            if meta.get("world_size", 1) != self.dist.world:
+                self.notice(f"resuming a run of world size {meta.get('world_size')} with {self.dist.world}")
+            self.notice(f"resumed {ckpt} at step {self.step} ({self.tokens_seen:,} tokens seen)")
+        elif resume:
+            self.notice(f"nothing to resume in {self.out}: starting a new run")
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / CONFIG_NAME).write_text(to_toml(cfg))
+        pool = self._distill_pool()
+        self.model.train()
+        self._consistent = True
+        try:
+            while self.step < cfg.run.steps:
+                self._one_step(pool)
+                every = cfg.run.checkpoint_every
+                if every > 0 and self.step % every == 0 and self.step < cfg.run.steps:
+                    self.save()
+                    if self.dist.main:
+                        write_final_adapter(
+                            self.model, self.out / ADAPTER, cfg, self.training_record(done=False)
+                        )
+        except KeyboardInterrupt:
+            if self._consistent:  # not in the middle of the optimizer update
+                self.save()
+                self.notice(
+                    f"interrupted: checkpoint at step {self.step} in {self.out} (continue with --resume)"
+                )
+            raise
+        self.save()
+        agree = self._ranks_agree()
+        adapter = self.out / ADAPTER
+        if self.dist.main:
+            write_final_adapter(self.model, adapter, cfg, self.training_record(done=True, ranks_agree=agree))
+        self.notice(
+            f"wrote {adapter} after {self.step} steps, {self.tokens_seen:,} tokens, {self.elapsed:.0f} s"
+        )
+        if self.dist.enabled:
+            self._barrier()
+        return adapter
+
+    def training_record(self, done: bool, ranks_agree: bool | None = None) -> dict:
+        rec = {
+            "recipe": self.cfg.to_dict(),
+            "steps": self.step,
+            "complete": done,
+            "tokens_seen": self.tokens_seen,
+            "wall_time_s": round(self.elapsed, 1),
+            "world_size": self.dist.world,
+            "device": str(self.device),
+            "final_metrics": self.last,
+        }
+        if ranks_agree is not None:
+            rec["ranks_agree"] = ranks_agree
+        return rec
+
+    def _one_step(self, pool: DistillPool | None) -> None:
+        cfg, o = self.cfg, self.cfg.optim
+        t0 = time.perf_counter()
+        f = lr_factor(self.step, cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = (o.gate_lr if g.get("name") == "gates" else o.lr) * f
+        totals: dict[str, torch.Tensor] = {}
+        tokens = 0
+        for micro in range(o.grad_accum):
+            rng = _sample_rng(cfg.run.seed, self.dist.rank, self.step, micro)
+            n = segments_for_step(rng, self.step, cfg.curriculum)
+            batch = self.factory.batch(rng, n, o.batch_size).to(self.device)
+            tokens += batch.tokens
+            distill = None
+            if pool is not None and rng.random() < cfg.loss.distill_prob:
+                ids, mask = pool.batch(rng, o.batch_size)
+                distill = (ids.to(self.device), mask.to(self.device))
+                tokens += int(mask.sum())
+            last = micro == o.grad_accum - 1
+            sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.ddp.no_sync()
+            amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+            with sync:  # no gradient all-reduce before the last forward of the step
+                with amp:
+                    loss, stats = self.ddp(batch, distill)
+                (loss / o.grad_accum).backward()
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0) + v.detach().float()
+            totals["loss"] = totals.get("loss", 0) + loss.detach().float() / o.grad_accum
+        params = [p for _, p in self.named]
+        if o.grad_clip > 0:
+            gn = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+        else:
+            gn = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        self._consistent = False
+        self.opt.step()
+        self.step += 1
+        self._consistent = True
+        self.opt.zero_grad(set_to_none=True)
+        keys = sorted(totals)
+        vec = self._allreduce(
+            torch.stack(
+                [totals[k].to(self.device) for k in keys] + [torch.tensor(float(tokens), device=self.device)]
+            )
+        )
+        tot = dict(zip(keys + ["tokens"], vec.tolist(), strict=True))
+        dt = time.perf_counter() - t0
+        self.elapsed += dt
+        self.tokens_seen += int(tot["tokens"])
+        acc = tot["exact"] / tot["qa"] if tot["qa"] > 0 else None
+        if acc is not None:
+            self.acc_window.append((tot["exact"], tot["qa"]))
+        win_qa = sum(q for _, q in self.acc_window)
+        gate = torch.cat([torch.sigmoid(p.detach().float()) for _, p in self.gates]).mean().item()
+        prog = Progress(
+            step=self.step,
+            steps=cfg.run.steps,
+            loss=tot["loss"] / self.dist.world,
+            answer_loss=tot["ans_sum"] / tot["ans_cnt"] if tot["ans_cnt"] > 0 else None,
+            lm_loss=tot["lm_sum"] / tot["lm_cnt"] if tot["lm_cnt"] > 0 else None,
+            kl=tot["kl_sum"] / tot["kl_n"] if tot["kl_n"] > 0 else None,
+            acc=acc,
+            acc_avg=sum(e for e, _ in self.acc_window) / win_qa if win_qa > 0 else None,
+            token_acc=tot["tok_right"] / tot["ans_cnt"] if tot["ans_cnt"] > 0 else None,
+            segments=tot["segments"] / max(1.0, tot["samples"]),
+            tokens=int(tot["tokens"]),
+            tokens_seen=self.tokens_seen,
+            tokens_per_s=tot["tokens"] / dt if dt > 0 else 0.0,
+            lr=o.lr * f,
+            gate_lr=o.gate_lr * f,
+            gate=gate,
+            grad_norm=float(gn),
+            elapsed_s=self.elapsed,
+        )
+        self.last = {k: v for k, v in asdict(prog).items() if v is not None}
+        if self.dist.main:
+            with open(self.out / METRICS, "a") as fh:
+                fh.write(json.dumps(self.last) + "\n")
+            if self.step % max(1, cfg.run.log_every) == 0 or self.step == cfg.run.steps:
+                self.on_progress(prog)
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Path:
+    """Run a training job; returns the path of the adapter it wrote."""
+    return Trainer(cfg, on_progress, on_notice).run(resume=resume)

@@ -1,0 +1,348 @@
+"""Training: samples in the product's layout, gradients through memory, checkpointing, resume, DDP, CLI.
+
+All on the tiny random-weight model (fp32) with a tiny corpus written here, so nothing depends on
+../shared/corpus or the real model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from infinicli.train.config import ConfigError, TrainConfig, load_config
+from infinicli.train.data import IGNORE, NEEDLES, SampleFactory, collate, parse_babi
+
+S = 96
+BOOK = (
+    "Once upon a time a miller lived by the river. He had three sons and a grey cat. "
+    "Every morning the eldest son carried flour to the town, and every evening he came back tired. "
+    "The second son loved the forest and knew every bird by its song. The youngest son said little.\n"
+) * 30
+QA = [("Where is Mary?", "bathroom"), ("Where is Daniel?", "hallway")]
+BABI = (
+    "1 Mary moved to the bathroom.\n2 John went to the hallway.\n3 Where is Mary? \tbathroom\t1\n"
+    "4 Daniel went back to the hallway.\n5 Sandra moved to the garden.\n6 Where is Daniel? |hallway|4\n"
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is fastest, and immune to a busy machine (OpenMP waits on a loaded CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "books").mkdir()
+    (root / "books" / "miller.txt").write_text(BOOK)
+    (root / "babi").mkdir()
+    (root / "babi" / "qa1_single-supporting-fact_train.txt").write_text(BABI)
+    return root
+
+
+def tiny_config(model_dir: Path, corpus: Path, out: Path, *extra: str) -> TrainConfig:
+    return load_config(
+        None,
+        [
+            f"model.model={model_dir}",
+            f"model.segment_len={S}",
+            f"data.corpus={corpus}",
+            'data.books=["books/miller.txt"]',
+            "data.babi_tasks=[1]",
+            f"run.out={out}",
+            "run.bf16=false",
+            "run.steps=4",
+            "run.checkpoint_every=0",
+            "curriculum.start_min=2",
+            "curriculum.start_max=3",
+            "curriculum.end_max=3",
+            "loss.distill_response_tokens=3",
+            "loss.distill_pool=3",
+            "loss.distill_max_tokens=48",
+            "optim.warmup_steps=0",
+            "optim.schedule=constant",
+            "run.threads=1",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from infinicli.tokenizer import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def factory(tok, corpus) -> SampleFactory:
+    cfg = load_config(
+        None, [f"data.corpus={corpus}", 'data.books=["books/miller.txt"]', "data.babi_tasks=[1]"]
+    )
+    return SampleFactory.from_corpus(tok, S, cfg.data)
+
+
+@pytest.fixture(scope="module")
+def trained_parts(tiny_model_dir, corpus, tmp_path_factory):
+    """(config, model, objective) of the tiny model with LoRA, fp32, LoRA B made non-zero."""
+    from infinicli.train.loop import Objective, build_training_model, trainable_parameters
+
+    cfg = tiny_config(tiny_model_dir, corpus, tmp_path_factory.mktemp("run"))
+    torch.manual_seed(0)
+    lm, _, _ = build_training_model(cfg, torch.device("cpu"))
+    model = lm.model
+    trainable_parameters(model, "lora")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B" in name:
+                p.normal_(0, 0.02)
+    return cfg, model, Objective(model, cfg)
+
+
+# -- config -------------------------------------------------------------------------------------------
+
+
+def test_default_recipe_loads_and_overrides_apply():
+    cfg = load_config(
+        None, ["optim.lr=1e-3", "run.bf16=false", "model.lora_targets=['q_proj']", "run.out=a b"]
+    )
+    assert cfg.optim.lr == 1e-3 and cfg.run.bf16 is False and cfg.model.lora_targets == ["q_proj"]
+    assert cfg.run.out == "a b" and cfg.optim.gate_lr == 0.1 and cfg.model.gate_init == -1.0
+    with pytest.raises(ConfigError):
+        load_config(None, ["optim.lrr=1"])
+    with pytest.raises(ConfigError):
+        load_config(None, ["run.steps=many"])
+    with pytest.raises(ConfigError, match="held out"):
+        load_config(None, ['data.books=["books/anna_karenina.txt"]'])
+
+
+def test_parse_babi_both_separators():
+    qs = parse_babi(BABI)
+    assert [(q.question, q.answer) for q in qs] == QA
+    assert qs[0].facts == ["Mary moved to the bathroom.", "John went to the hallway."]
+    assert qs[1].facts[0] == "Daniel went back to the hallway."
+
+
+# -- data layout ------------------------------------------------------------------------------------------
+
+
+def test_samples_have_the_engines_layout(tiny_model_dir, tok, factory):
+    """Segments and final segment are exactly what Engine.read + Engine.final_segment feed the model."""
+    from infinicli.engine import Engine
+    from infinicli.loading import build_model
+    from infinicli.readers import SourceDone, SourceInfo, SourceStart, TextPiece
+
+    engine = Engine(build_model(tiny_model_dir, adapter=None), tok, segment_len=S)
+    written: list[list[int]] = []
+    orig = engine.write_segment
+
+    def spy(state, n):
+        written.append(list(state.tail[:n]))
+        orig(state, n)
+
+    engine.write_segment = spy
+    rng = random.Random(1)
+    for kind in ["passkey", "passkey", "babi", "lm"]:
+        n = rng.randint(2, 3)
+        s = factory.sample(rng, n, kind)
+        assert s.kind == kind and len(s.segments) == n and all(len(x) == S for x in s.segments)
+        written.clear()
+        src = SourceInfo(name=s.name, path=None, size=None, kind="text")
+        events = [SourceStart(src), TextPiece(src, s.text), SourceDone(src, "0" * 64, len(s.text), None)]
+        state = engine.read(events)
+        assert written == s.segments
+        if kind == "lm":
+            assert s.final == engine.prefix_ids + state.tail
+            assert [x for x in s.labels if x != IGNORE] == state.tail
+            for seg, lab in zip(s.segments, s.segment_labels, strict=True):
+                assert lab[-1] == IGNORE and all(b in (a, IGNORE) for a, b in zip(seg[1:], lab, strict=False))
+            continue
+        _, final = engine.final_segment(state, engine.question_tokens(s.question))
+        answer = tok.encode(s.answer) + [tok.eos_id]
+        assert s.final == final + answer[:-1]  # teacher forcing: the answer follows the final segment
+        assert s.labels == [IGNORE] * (len(final) - 1) + answer
+        memory_text = tok.decode([t for seg in s.segments for t in seg])
+        assert s.inserts and all(x in memory_text for x in s.inserts)  # needles / facts are in memory
+
+
+def test_needle_and_collate(factory):
+    rng = random.Random(3)
+    s = factory.sample(rng, 2, "passkey")
+    assert s.question and s.answer and s.inserts and all(x in s.text for x in s.inserts)
+    templates = [q for _, qs, _ in NEEDLES for q in qs]
+    assert any(s.question.split("{")[0] and q.split("{")[0] in s.question for q in templates)
+    b = collate([factory.sample(rng, 2) for _ in range(3)])
+    assert b.segments.shape == (3, 2, S) and b.final.shape[0] == 3 and b.labels.shape == b.final.shape
+    with pytest.raises(ValueError):
+        collate([factory.sample(rng, 2), factory.sample(rng, 3)])
+
+
+# -- gradients ------------------------------------------------------------------------------------------
+
+
+def _grads(model, objective, batch, distill=None, **kw) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss, _ = objective(batch, distill, **kw)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_answer_gradient_reaches_layer0_gates_through_memory(trained_parts, factory):
+    cfg, model, objective = trained_parts
+    batch = collate([factory.sample(random.Random(5), 3, "passkey")])
+    assert batch.segment_labels is None  # the loss is the answer on the final segment only
+    _, carried = _grads(model, objective, batch)
+    _, cut = _grads(model, objective, batch, detach_memory=True)
+    g0 = "model.layers.0.self_attn.gate"
+    assert carried[g0].abs().sum() > 0
+    # the gate of layer 0 also acts through what later segments write: cutting the memory changes its gradient
+    assert not torch.allclose(carried[g0], cut[g0], rtol=1e-4, atol=1e-9)
+    k0 = "model.layers.0.self_attn.k_proj.lora_B"
+    assert not torch.allclose(carried[k0], cut[k0], rtol=1e-4, atol=1e-9)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(trained_parts, factory):
+    from infinicli.train.data import DistillPool
+
+    cfg, model, objective = trained_parts
+    rng = random.Random(7)
+    batch = collate([factory.sample(rng, 3, "passkey"), factory.sample(rng, 3, "lm")])
+    assert batch.segment_labels is not None
+    distill = DistillPool(factory.tok, factory, 3, 40, 0).batch(rng, 2)
+    l1, g1 = _grads(model, objective, batch, distill, grad_checkpoint=True)
+    l2, g2 = _grads(model, objective, batch, distill, grad_checkpoint=False)
+    torch.testing.assert_close(l1, l2, rtol=1e-6, atol=1e-6)
+    assert g1.keys() == g2.keys() and len(g1) > 0
+    for k in g1:
+        torch.testing.assert_close(g1[k], g2[k], rtol=1e-5, atol=1e-7)
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_path, factory):
+    """The optimizer of the loop (gates and LoRA groups) fits a small fixed set of passkey samples."""
+    from infinicli.train.loop import Objective, build_training_model, make_optimizer, trainable_parameters
+
+    cfg = tiny_config(tiny_model_dir, corpus, tmp_path, "optim.lr=2e-2", "loss.distill=0")
+    torch.manual_seed(0)
+    model = build_training_model(cfg, torch.device("cpu"))[0].model
+    gates, others = trainable_parameters(model, "lora")
+    opt = make_optimizer(gates, others, cfg)
+    objective = Objective(model, cfg)
+    rng = random.Random(11)
+    batch = collate([factory.sample(rng, 2, "passkey") for _ in range(2)])
+    losses = []
+    for _ in range(15):
+        loss, _ = objective(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    # the tiny model's small random embeddings bound how peaked its logits can get: CE cannot go far below
+    # ln(vocab) - 2, so the bar is an absolute drop
+    assert losses[-1] < losses[0] - 0.25 and sum(losses[-3:]) < sum(losses[:3]), losses
+    assert all(g.item() != cfg.model.gate_init for _, p in gates for g in p)  # the gates moved
+
+
+def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):
+    from infinicli.train.loop import train
+
+    straight = tmp_path / "a"
+    train(tiny_config(tiny_model_dir, corpus, straight))
+    stopped = tmp_path / "b"
+    cfg = tiny_config(tiny_model_dir, corpus, stopped)
+
+    def stop(p):
+        if p.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_progress=stop)
+    assert (stopped / "checkpoint.safetensors").is_file()
+    train(cfg, resume=True)
+    a, b = _metrics(straight), _metrics(stopped)
+    assert [x["step"] for x in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-6, abs=1e-7)
+        assert x["tokens_seen"] == y["tokens_seen"]
+
+
+def test_cli_train_writes_a_usable_adapter(tiny_model_dir, corpus, tmp_path, capsys):
+    from infinicli.cli import main
+
+    out = tmp_path / "cli"
+    sets = [f"data.corpus={corpus}", f"model.model={tiny_model_dir}", "run.bf16=false", "loss.distill_pool=2"]
+    sets += ["loss.distill_response_tokens=2", 'data.books=["books/miller.txt"]', "curriculum.start_max=2"]
+    args = [
+        "train",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+        "--segment-len",
+        str(S),
+        "--set",
+        "optim.grad_accum=1",
+    ]
+    for x in sets:
+        args += ["--set", x]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out / "adapter.safetensors")
+    assert "step 1/1 loss" in captured.err
+    assert (out / "config.toml").is_file() and (out / "checkpoint.safetensors").is_file()
+    from infinicli.loading import build_model, read_adapter
+
+    _, meta = read_adapter(out / "adapter.safetensors")
+    assert meta["training"]["steps"] == 1 and meta["model_shape"] and meta["infini_config"]["lora_rank"] == 8
+    assert build_model(tiny_model_dir, adapter=out / "adapter.safetensors").model.icfg.segment_len == S
+    assert main(["train", "--set", "optim.nope=1"]) == 2
+
+
+def test_torchrun_two_ranks_agree(tiny_model_dir, corpus, tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    out = tmp_path / "ddp"
+    recipe = tmp_path / "ddp.toml"
+    from infinicli.train.config import to_toml
+
+    recipe.write_text(to_toml(tiny_config(tiny_model_dir, corpus, out, "run.steps=2", "optim.grad_accum=2")))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        INFINI_DEBUG="1",
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "infinicli", "train", "--config", str(recipe), "-q"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from infinicli.loading import read_adapter
+
+    _, meta = read_adapter(out / "adapter.safetensors")
+    assert meta["training"]["world_size"] == 2 and meta["training"]["ranks_agree"] is True
+    assert meta["training"]["steps"] == 2
+
+
+def test_default_recipe_matches_the_config_defaults():
+    from infinicli.train.config import DEFAULT_RECIPE, read_toml
+
+    assert TrainConfig.from_dict(read_toml(DEFAULT_RECIPE)) == TrainConfig()
