@@ -120,3 +120,24 @@ def infini_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("INFINI_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def run(tiny_model_dir, infini_home, capsys, monkeypatch):
+    """Run `infini ARGS` on the tiny model in-process → (exit code, stdout, stderr)."""
+    import io
+    import sys
+
+    from infinicli.cli import main
+
+    def _run(*args: str, stdin: bytes | None = None, model: bool = True):
+        argv = list(args)
+        if model:
+            argv += ["--model", str(tiny_model_dir), "--adapter", "none", "--segment-len", "32"]
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        code = main(argv)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 
 import pytest
 
-from infinicli.cli import main
-
 TEXT = "Alpha beta gamma. The pass key is 12345. Remember it.\n" * 40
-
-
-@pytest.fixture
-def run(tiny_model_dir, infini_home, capsys, monkeypatch):
-    """Run `infini ARGS --model tiny` in-process → (exit code, stdout, stderr)."""
-
-    def _run(*args: str, stdin: bytes | None = None, model: bool = True):
-        argv = list(args)
-        if model:
-            argv += ["--model", str(tiny_model_dir), "--adapter", "none", "--segment-len", "32"]
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        code = main(argv)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
 
 
 @pytest.fixture

@@ -7,30 +7,12 @@ import gzip
 import io
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from test_readers import blank_pdf, encrypted_pdf, make_pdf
 
-from infinicli.cli import main
-
 GOOD = "The lighthouse keeper was Ilse Marrow. " * 30
-
-
-@pytest.fixture
-def run(tiny_model_dir, infini_home, capsys, monkeypatch):
-    def _run(*args: str, stdin: bytes | None = None, model: bool = True):
-        argv = list(args)
-        if model:
-            argv += ["--model", str(tiny_model_dir), "--adapter", "none", "--segment-len", "32"]
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        code = main(argv)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
 
 
 def one_error(err: str) -> str:
