@@ -301,7 +301,7 @@ class Session:
 
         e = self.engine
         memory, final = e.final_segment(state, e.question_tokens(question))
-        stop = {e.tok.eos_id} | {i for t, i in e.tok.special_tokens.items() if t in ("<|endoftext|>",)}
+        stop = {e.tok.eos_id, e.tok.special_tokens.get("<|endoftext|>", e.tok.eos_id)}
         dec = e.tok.decoder()
         o = self.opts
         for tid in generate(

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from infinicli.cli import app
-from infinicli.cli.ask import ADAPTER, DEVICE, DTYPE, MODEL, QUIET, SEGMENT
+from infinicli.cli.ask import ADAPTER, DEVICE, DTYPE, MODEL, QUIET, SEGMENT, THREADS
 from infinicli.cli.display import Display
 from infinicli.errors import UsageError
 
@@ -28,11 +28,6 @@ app.add_typer(bench_app, name="bench")
 
 JSON_OUT = typer.Option(None, "--json", metavar="OUT", help="Write all results as JSON to the file OUT.")
 BENCH_SEED = typer.Option(0, "--seed", help="Seed of the random keys, samples and haystack positions.")
-THREADS = typer.Option(
-    None,
-    "--threads",
-    help="CPU threads for torch (default: all cores; 1 can be much faster on a busy machine).",
-)
 
 
 def _engine(
@@ -48,17 +43,16 @@ def _engine(
     """The loaded Engine of the options shared by every bench command."""
     from infinicli.session import Options, Session
 
-    if threads is not None and threads < 1:
-        raise UsageError("--threads must be at least 1")
     opts = Options(
-        model=model, adapter=adapter, segment_len=segment_len, device=device, dtype=dtype, seed=seed
+        model=model,
+        adapter=adapter,
+        segment_len=segment_len,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        threads=threads,
     )
-    engine = Session(opts, on_notice=display.notice, on_stage=display.stage).engine
-    if threads is not None:  # after loading: Session sets all cores
-        import torch
-
-        torch.set_num_threads(threads)
-    return engine
+    return Session(opts, on_notice=display.notice, on_stage=display.stage).engine
 
 
 def _finish(display: Display, result: dict, json_out: str | None) -> None:
