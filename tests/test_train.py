@@ -134,6 +134,17 @@ def test_parse_babi_both_separators():
     assert qs[1].facts[0] == "Daniel went back to the hallway."
 
 
+def test_held_out_babi_stories_never_reach_training():
+    from infinicli.babi import held_out
+    from infinicli.bench.babilong import parse_babi as bench_parse
+
+    stories = "".join(f"1 Mary went to room{i}.\n2 Where is Mary?\troom{i}\t1\n" for i in range(10))
+    trained = {q.answer for q in parse_babi(stories)}
+    asked = {s.answer for s in bench_parse(stories) if held_out(s.story)}
+    assert asked == {"room4", "room9"}
+    assert trained == {f"room{i}" for i in range(10)} - asked
+
+
 # -- data layout ------------------------------------------------------------------------------------------
 
 
@@ -281,6 +292,23 @@ def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):
     for x, y in zip(a, b, strict=True):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-6, abs=1e-7)
         assert x["tokens_seen"] == y["tokens_seen"]
+
+
+def test_time_budget_fixes_steps_before_the_first_update(tiny_model_dir, corpus, tmp_path):
+    from infinicli.train.loop import train
+
+    out = tmp_path / "budget"
+    notices: list[str] = []
+    cfg = tiny_config(
+        tiny_model_dir, corpus, out, "run.time_budget_s=2", "curriculum.ramp_fraction=0.5", "run.steps=100000"
+    )
+    train(cfg, on_notice=notices.append)
+    saved = load_config(out / "config.toml")
+    steps = saved.run.steps
+    assert 1 <= steps < 100000
+    assert saved.curriculum.ramp_steps == max(1, round(0.5 * steps))
+    assert [m["step"] for m in _metrics(out)] == list(range(1, steps + 1))
+    assert any(f"run.steps = {steps}" in n for n in notices)
 
 
 def test_cli_train_writes_a_usable_adapter(tiny_model_dir, corpus, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """BABILong-style reasoning in a haystack (Kuratov et al. 2024): the facts of a bAbI story, in order,
 scattered at random sentence boundaries through book text; the bAbI question is asked at the end.
 
-* Facts and questions: the bAbI TRAIN split files in ``<corpus>/babi`` (the only split the corpus holds).
+* Facts and questions: the bAbI TRAIN split files in ``<corpus>/babi`` (the only split the corpus holds),
+  only the stories that ``infini train`` never sees (one in five, ``infinicli.babi.held_out``).
   Every question of a story is one candidate sample; its facts are the story's facts before the question.
   The same seeded choice of samples is used at every length, so rows are comparable.
 * Haystack: ``<corpus>/books/war_and_peace.txt`` by default (Project Gutenberg prose, like BABILong's PG19),
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infinicli.babi import held_out
 from infinicli.bench.common import (
     Log,
     Timer,
@@ -191,7 +193,10 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
     results: list[dict] = []
     for task in settings.tasks:
         chosen = pick_samples(
-            parse_babi(files[task].read_text(encoding="utf-8")), settings.samples, settings.seed, task
+            [s for s in parse_babi(files[task].read_text(encoding="utf-8")) if held_out(s.story)],
+            settings.samples,
+            settings.seed,
+            task,
         )
         for length in settings.lengths:
             label = length_label(length)

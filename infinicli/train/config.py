@@ -68,6 +68,7 @@ class CurriculumSection:
     end_min: int = 2  # ... and from ramp_steps on: uniform in [end_min, end_max]
     end_max: int = 16
     ramp_steps: int = 1000  # linear growth in between
+    ramp_fraction: float = 0.0  # > 0: ramp_steps = this share of run.steps (set once steps are known)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class RunSection:
     log_every: int = 1
     seed: int = 0
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    time_budget_s: float = 0.0  # > 0: time a few passes first, then set steps to fill this many seconds
 
 
 @dataclass
@@ -155,6 +157,8 @@ class TrainConfig:
                 raise ConfigError(f"data.books: {b} is held out for the perplexity benchmark")
         if self.run.steps < 0:
             raise ConfigError("run.steps must be >= 0")
+        if self.run.time_budget_s < 0 or not (0.0 <= c.ramp_fraction <= 1.0):
+            raise ConfigError("run.time_budget_s must be >= 0 and curriculum.ramp_fraction in [0, 1]")
 
 
 def _parse_scalar(text: str) -> Any:

@@ -16,8 +16,8 @@ token for token (tests check it against the engine), and every generator below b
 * passkey: a needle ("The pass key is N. Remember it. N is the pass key." and variants: secret codes, vault
   combinations, people and their cities or jobs, hidden objects) at a random depth of a haystack (repeated
   filler sentences or natural book text), sometimes with a distracting second needle of another kind;
-* babi: the facts of a bAbI story (train split), scattered in order through book text, the question at the
-  end, the one-word answer (BABILong style);
+* babi: the facts of a bAbI story (train split, minus the stories held out in infinicli.babi), scattered in
+  order through book text, the question at the end, the one-word answer (BABILong style);
 * lm: plain book text with next-token loss on every segment and on the tail, memory carried.
 
 Distillation inputs (`DistillPool`) are short chat turns (fixed prompts and book-passage prompts) that the
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from infinicli.babi import held_out
 from infinicli.engine import chat_frame, file_marker
 from infinicli.tokenizer import Tokenizer
 from infinicli.train.config import HELD_OUT_BOOKS, DataSection
@@ -164,12 +165,14 @@ class BabiQuestion:
 
 
 def parse_babi(text: str) -> list[BabiQuestion]:
-    """bAbI task file → questions with the facts they need (from the earliest supporting fact on).
+    """bAbI task file → questions with the facts they need (from the earliest supporting fact on), without
+    the stories held out for the benchmark (infinicli.babi).
 
     Lines are `id text`; ids restart at 1 with each story; question lines are `id question? answer support`
     with tab- or `|`-separated fields."""
     out: list[BabiQuestion] = []
     story: list[tuple[int, str]] = []
+    ordinal = -1
     for line in text.splitlines():
         line = line.strip()
         if not line:
@@ -180,6 +183,9 @@ def parse_babi(text: str) -> list[BabiQuestion]:
         idx = int(num)
         if idx == 1:
             story = []
+            ordinal += 1
+        if held_out(ordinal):  # reserved for `infini bench babilong`
+            continue
         if "?" in rest:
             q, _, tail = rest.partition("?")
             fields = [f.strip() for f in re.split(r"[\t|]", tail) if f.strip()]

@@ -600,6 +600,12 @@ class Trainer:
             meta = load_checkpoint(ckpt, self.named, self.opt)
             self.step, self.tokens_seen, self.elapsed = meta["step"], meta["tokens_seen"], meta["elapsed_s"]
             self.acc_window.extend(meta.get("acc_window", []))
+            if cfg.run.time_budget_s > 0:  # the budget was turned into steps when the run started
+                saved = meta.get("config", {})
+                cfg.run.steps = saved.get("run", {}).get("steps", cfg.run.steps)
+                cfg.curriculum.ramp_steps = saved.get("curriculum", {}).get(
+                    "ramp_steps", cfg.curriculum.ramp_steps
+                )
             self.last = meta.get("last", {})
             if meta.get("world_size", 1) != self.dist.world:
                 self.notice(f"resuming a run of world size {meta.get('world_size')} with {self.dist.world}")
@@ -611,6 +617,10 @@ class Trainer:
             (self.out / CONFIG_NAME).write_text(to_toml(cfg))
         pool = self._distill_pool()
         self.model.train()
+        if cfg.run.time_budget_s > 0 and self.step == 0:
+            self.fit_budget(pool)
+        elif cfg.curriculum.ramp_fraction > 0:
+            cfg.curriculum.ramp_steps = max(1, round(cfg.curriculum.ramp_fraction * cfg.run.steps))
         self._consistent = True
         try:
             while self.step < cfg.run.steps:
@@ -640,6 +650,60 @@ class Trainer:
         if self.dist.enabled:
             self._barrier()
         return adapter
+
+    def _timed_pass(self, n: int, distill: tuple[torch.Tensor, torch.Tensor] | None) -> float:
+        """Seconds for one forward + backward of a batch of n segments (gradients discarded)."""
+        cfg = self.cfg
+        rng = random.Random(f"calibrate/{cfg.run.seed}/{self.dist.rank}/{n}")
+        batch = self.factory.batch(rng, n, cfg.optim.batch_size).to(self.device)
+        sync = self.ddp.no_sync() if self.dist.enabled else contextlib.nullcontext()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss, _ = self.ddp(batch, distill)
+        with sync:
+            loss.backward()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dt = time.perf_counter() - t0
+        self.opt.zero_grad(set_to_none=True)
+        return dt
+
+    def fit_budget(self, pool: DistillPool | None) -> None:
+        """run.time_budget_s: time passes at the curriculum's shortest and longest samples (no update), fit
+        seconds = a + b·segments, and set run.steps (and ramp_steps from ramp_fraction) so that the run
+        fills the budget. The chosen numbers land in the run's config: rerunning with them and no budget
+        repeats the run step for step."""
+        cfg, c = self.cfg, self.cfg.curriculum
+        distill = None
+        if pool is not None:
+            ids, mask = pool.batch(random.Random(f"calibrate/{cfg.run.seed}"), cfg.optim.batch_size)
+            distill = (ids.to(self.device), mask.to(self.device))
+        lo, hi = c.start_min, max(c.start_max, c.end_max)
+        self._timed_pass(lo, distill)  # warm-up (allocations, kernels)
+        t_lo = min(self._timed_pass(lo, distill) for _ in range(2))
+        t_hi = min(self._timed_pass(hi, distill) for _ in range(2))
+        t = self._allreduce(torch.tensor([t_lo, t_hi], device=self.device, dtype=torch.float64))
+        t_lo, t_hi = (t / self.dist.world).tolist()
+        b = max(0.0, (t_hi - t_lo) / max(1, hi - lo))
+        a = max(0.0, t_lo - b * lo)
+        r = c.ramp_fraction if c.ramp_fraction > 0 else 1.0
+        start_mean, end_mean = (c.start_min + c.start_max) / 2, (c.end_min + c.end_max) / 2
+        mean_n = r * (start_mean + end_mean) / 2 + (1 - r) * end_mean
+        per_step = cfg.optim.grad_accum * (a + b * (mean_n + 1))  # + 1: the final segment
+        steps = max(1, int(0.95 * cfg.run.time_budget_s / per_step))
+        cfg.run.steps = steps
+        if c.ramp_fraction > 0:
+            c.ramp_steps = max(1, round(c.ramp_fraction * steps))
+        if self.dist.main:
+            from infinicli.train.config import to_toml
+
+            (self.out / CONFIG_NAME).write_text(to_toml(cfg))
+        self.notice(
+            f"time budget {cfg.run.time_budget_s:.0f} s: {t_lo:.2f} s per pass at {lo} segments, "
+            f"{t_hi:.2f} s at {hi}; run.steps = {steps}, curriculum.ramp_steps = {c.ramp_steps}"
+        )
 
     def training_record(self, done: bool, ranks_agree: bool | None = None) -> dict:
         rec = {
