@@ -182,6 +182,30 @@ def ppl(
 
 
 @bench_app.command()
+def chat(
+    compare_tokens: int = typer.Option(24, "--tokens", help="Greedy tokens compared per prompt."),
+    json_out: str = JSON_OUT,
+    model: str = MODEL,
+    adapter: str = ADAPTER,
+    segment_len: int = SEGMENT,
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    seed: int = BENCH_SEED,
+    threads: int = THREADS,
+    quiet: bool = QUIET,
+) -> None:
+    """Chat kept: greedy answers with an empty memory, adapter vs the base model, on fixed prompts."""
+    from infinicli.bench import chat as ch
+
+    if compare_tokens < 1:
+        raise UsageError("--tokens must be at least 1")
+    display = Display(quiet)
+    engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads)
+    base = _engine(display, model, "none", segment_len, device, dtype, seed, threads)
+    _finish(display, ch.run(engine, base, ch.Settings(compare_tokens), log=display.notice), json_out)
+
+
+@bench_app.command()
 def speed(
     tokens: str = typer.Option(
         "32k", "--tokens", help="Tokens of War and Peace timed for the reading rates."

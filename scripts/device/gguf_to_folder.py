@@ -1,9 +1,10 @@
-"""Rebuild the converted model folder from the SmolLM2 GGUF on a machine without the Hub or pip (the lent GPU).
+"""Rebuild the converted model folder from the SmolLM2 GGUF where neither the Hub nor pip can be reached
+(the lent GPU machine).
 
-Dequantises with the `gguf` package alone (no transformers), undoes llama.cpp's q/k row permutation and writes
-model.safetensors with the same fp32 tensors `infini models pull` produces; the small files (config, tokenizer,
-infini.json) are copied from a folder made by `infini models pull`. Checked bit-equal to that folder's weights:
-    python scripts/device/gguf_to_folder.py MODEL.gguf SMALL_FILES_DIR OUT_DIR --compare EXISTING/model.safetensors
+Dequantises with the `gguf` package alone (no transformers), undoes llama.cpp's q/k row permutation and
+writes model.safetensors with the same fp32 tensors as `infini models pull`; the small files (config,
+tokenizer, infini.json) are copied from a folder that `infini models pull` made. Checked bit-equal:
+    python scripts/device/gguf_to_folder.py MODEL.gguf SMALL_DIR OUT_DIR --compare PULLED/model.safetensors
 """
 
 from __future__ import annotations
