@@ -11,8 +11,10 @@ memory only once something has been written, so nothing stored yet cannot distur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,10 +151,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # Llama's RMSNorm: normalise in fp32, round to the input dtype, then scale (one fused kernel)
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 def rope_tables(
@@ -193,10 +193,19 @@ class InfiniAttention(nn.Module):
         write: bool,
         kv: KVCache | None,
         layer: int,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        memory_only: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         B, T, _ = x.shape
         H, Hkv, d = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
         G = H // Hkv
+        if memory_only:  # the last layer while reading: its output is never used, only its memory write
+            sk = mem.sigma(self.k_proj(x).view(B, T, Hkv, d).transpose(1, 2).float())
+            vf = self.v_proj(x).view(B, T, Hkv, d).transpose(1, 2).float()
+            if M is None:
+                M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
+                z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
+            M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps)
+            return None, M, z
         q = self.q_proj(x).view(B, T, H, d).transpose(1, 2)  # [B, H, T, d]   pre-RoPE
         k = self.k_proj(x).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d] pre-RoPE
         v = self.v_proj(x).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
@@ -269,6 +278,19 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, device)
 
 
+@contextlib.contextmanager
+def _no_random_init() -> Iterator[None]:
+    """Skip nn.Linear / nn.Embedding random initialisation while a model is built on the meta device: its
+    weights are assigned right after, and the first random op on a meta tensor alone costs over a second
+    (it loads torch's meta kernels), which a follow-up question would pay on every start."""
+    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
+    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
+
+
 class InfiniLlama(nn.Module):
     """Llama with Infini-attention. Parameter names follow transformers' LlamaForCausalLM."""
 
@@ -277,12 +299,14 @@ class InfiniLlama(nn.Module):
     ):
         super().__init__()
         self.cfg, self.icfg = cfg, icfg or InfiniConfig()
-        self.model = Decoder(cfg, self.icfg, device)
-        self.lm_head = (
-            None
-            if cfg.tie_word_embeddings
-            else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, device=device)
-        )
+        meta = device is not None and torch.device(device).type == "meta"
+        with _no_random_init() if meta else contextlib.nullcontext():
+            self.model = Decoder(cfg, self.icfg, device)
+            self.lm_head = (
+                None
+                if cfg.tie_word_embeddings
+                else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, device=device)
+            )
 
     # -- parameters of the retrofit -----------------------------------------------------------------
     def add_lora(self) -> None:
@@ -343,12 +367,16 @@ class InfiniLlama(nn.Module):
             kv.v = [None] * self.cfg.n_layers
         cos, sin = rope_tables(self.cfg.head_dim, self.cfg.rope_theta, past, T, ids.device, x.dtype)
         new_M, new_z = [], []
+        reading = write and logits is None and not hidden and kv is None  # only the memory is wanted
+        last = len(self.model.layers) - 1
         for i, block in enumerate(self.model.layers):
             Mi = None if memory.is_empty else memory.M[i]
             zi = None if memory.is_empty else memory.z[i]
-            a, Mi, zi = block.self_attn(block.input_layernorm(x), cos, sin, Mi, zi, write, kv, i)
-            x = x + a
-            x = x + block.mlp(block.post_attention_layernorm(x))
+            skip = reading and i == last  # nothing reads the last layer's output: write its memory only
+            a, Mi, zi = block.self_attn(block.input_layernorm(x), cos, sin, Mi, zi, write, kv, i, skip)
+            if not skip:
+                x = x + a
+                x = x + block.mlp(block.post_attention_layernorm(x))
             if write:
                 new_M.append(Mi)
                 new_z.append(zi)

@@ -88,7 +88,7 @@ class Session:
 
         from infinicli.engine import Engine
         from infinicli.loading import build_model, pick_device, pick_dtype
-        from infinicli.models import model_fingerprint, resolve_model
+        from infinicli.models import infini_home, model_fingerprint, resolve_model
         from infinicli.tokenizer import load_tokenizer
 
         model_dir = resolve_model(self.opts.model, progress=self.stage)
@@ -110,7 +110,7 @@ class Session:
         )
         if loaded.adapter_path is None and self.opts.adapter == "default":
             self.notice("no trained Infini-attention adapter for this model: its memory is untrained")
-        return Engine(loaded, load_tokenizer(model_dir))
+        return Engine(loaded, load_tokenizer(model_dir, cache_dir=infini_home() / "derived"))
 
     def identity(self) -> dict:
         e = self.engine

@@ -29,7 +29,9 @@ position and carries only the rest.
 
 from __future__ import annotations
 
+import base64
 import codecs
+import hashlib
 import json
 import os
 import re
@@ -288,12 +290,50 @@ class _TiktokenBackend:
                 next_rank += 1
         self.has_placeholders = next_rank > self._first_placeholder
         self.table = table
+        self._ranks = ranks
         self.enc = tiktoken.Encoding(
             name="infinicli-bpe", pat_str=self.pattern, mergeable_ranks=ranks, special_tokens={}
         )
 
+    def state(self) -> dict[str, Any]:
+        """Everything __init__ derived from tokenizer.json, JSON-ready (bytes as base64)."""
+        b64 = base64.b64encode
+        return {
+            "pattern": self.pattern,
+            "specials": self.specials,
+            "table": [None if b is None else b64(b).decode("ascii") for b in self.table],
+            "ranks": [[b64(b).decode("ascii"), r] for b, r in self._ranks.items()],
+            "rank_to_id": self._rank_to_id,
+            "first_placeholder": self._first_placeholder,
+            "has_placeholders": self.has_placeholders,
+        }
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any], spec_path: Path) -> _TiktokenBackend:
+        """The backend `state()` described, without parsing tokenizer.json (read only for a fallback)."""
+        import tiktoken
+
+        self = cls.__new__(cls)
+        self._spec_json = None
+        self._spec_path = spec_path
+        self._hf = None
+        self.pattern = st["pattern"]
+        self.specials = {k: int(v) for k, v in st["specials"].items()}
+        dec = base64.b64decode
+        self.table = [None if b is None else dec(b) for b in st["table"]]
+        self._ranks = {dec(b): int(r) for b, r in st["ranks"]}
+        self._rank_to_id = st["rank_to_id"]
+        self._first_placeholder = int(st["first_placeholder"])
+        self.has_placeholders = bool(st["has_placeholders"])
+        self.enc = tiktoken.Encoding(
+            name="infinicli-bpe", pat_str=self.pattern, mergeable_ranks=self._ranks, special_tokens={}
+        )
+        return self
+
     def _hf_backend(self) -> _HFBackend:
         if self._hf is None:
+            if self._spec_json is None:
+                self._spec_json = self._spec_path.read_text(encoding="utf-8")
             self._hf = _HFBackend(self._spec_json)
         return self._hf
 
@@ -590,16 +630,74 @@ def _read_chat_template(model_dir: Path, config: dict[str, Any]) -> str | None:
     return None
 
 
-def load_tokenizer(model_dir: str | Path, prefer: str = "tiktoken") -> Tokenizer:
+_CACHE_VERSION = b"infini-tokenizer-cache-1"
+_MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json", "chat_template.jinja",
+                "chat_template.json")  # fmt: skip
+
+
+def _cache_file(model_dir: Path, cache_dir: Path) -> Path:
+    """The cache entry for a model folder: named by a hash of every file the tokenizer is built from."""
+    h = hashlib.sha256(_CACHE_VERSION)
+    for name in _MODEL_FILES:
+        p = model_dir / name
+        h.update(name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"-") + b"\0")
+    return cache_dir / f"tokenizer-{h.hexdigest()[:32]}.json"
+
+
+def load_tokenizer(
+    model_dir: str | Path, prefer: str = "tiktoken", cache_dir: Path | None = None
+) -> Tokenizer:
     """The tokenizer of a model folder holding ``tokenizer.json`` (and usually ``tokenizer_config.json``).
 
     ``prefer="tiktoken"`` uses tiktoken when the tokenizer can be expressed exactly, else falls back to
     the ``tokenizers`` library (``Tokenizer.fallback_reason`` says why); ``prefer="hf"`` always uses it.
+    With ``cache_dir``, a tiktoken tokenizer is kept there once built (a JSON file named by a hash of the
+    model's tokenizer files), which makes later starts about 0.2 s faster; a bad entry is rebuilt.
     """
     if prefer not in ("tiktoken", "hf"):
         raise ValueError(f"prefer must be 'tiktoken' or 'hf', not {prefer!r}")
     model_dir = Path(model_dir)
     path = model_dir / "tokenizer.json"
+    cached: Path | None = None
+    if cache_dir is not None and prefer == "tiktoken" and path.is_file():
+        try:
+            cached = _cache_file(model_dir, Path(cache_dir))
+            if cached.is_file():
+                d = json.loads(cached.read_text(encoding="utf-8"))
+                backend = _TiktokenBackend.from_state(d["backend"], path)
+                return Tokenizer(backend, **d["tokenizer"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable or stale: rebuild below (and rewrite it)
+    tok = _build_tokenizer(model_dir, path, prefer)
+    if cached is not None and isinstance(tok._backend, _TiktokenBackend):
+        _write_cache(cached, tok)
+    return tok
+
+
+def _write_cache(path: Path, tok: Tokenizer) -> None:
+    """Save a tiktoken tokenizer atomically; a cache that cannot be written is simply skipped."""
+    d = {
+        "backend": tok._backend.state(),  # type: ignore[union-attr]
+        "tokenizer": {
+            "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id,
+            "bos_id": tok.bos_id,
+            "special_tokens": tok.special_tokens,
+            "chat_template": tok.chat_template,
+            "template_tokens": tok._template_tokens,
+            "fallback_reason": tok.fallback_reason,
+        },
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(d), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _build_tokenizer(model_dir: Path, path: Path, prefer: str) -> Tokenizer:
     try:
         spec_json = path.read_text(encoding="utf-8")
         spec = json.loads(spec_json)

@@ -186,8 +186,10 @@ def fake_corpus(tmp_path, monkeypatch) -> Path:
     c = tmp_path / "corpus"
     (c / "babi").mkdir(parents=True)
     (c / "books").mkdir()
-    (c / "babi" / "qa1_single-supporting-fact_train.txt").write_text(BABI_PIPE)
-    (c / "babi" / "qa2_two-supporting-facts_train.txt").write_text(BABI_TAB)
+    # four stories first: the benchmark asks only about held-out stories (every fifth, infinicli.babi)
+    trained = "".join(f"1 Bill went to the park.\n2 Where is Bill? \tpark\t1\n" for _ in range(4))
+    (c / "babi" / "qa1_single-supporting-fact_train.txt").write_text(trained + BABI_PIPE)
+    (c / "babi" / "qa2_two-supporting-facts_train.txt").write_text(trained + BABI_TAB)
     prose = "The old prince rose early. Nobody spoke at dinner; the clock ticked! What could be done? " * 60
     (c / "books" / "war_and_peace.txt").write_bytes(prose.encode("cp1252"))
     (c / "books" / "anna_karenina.txt").write_bytes(("Happy families are all alike. " * 400).encode("cp1252"))
@@ -241,7 +243,8 @@ def test_cli_babilong(tiny_model_dir, infini_home, tmp_path, capsys, fake_corpus
     d = json.loads(out_json.read_text())
     assert set(d["table"]["300"]) == {"qa1", "qa2"} and len(d["results"]) == 8
     facts_only = [r for r in d["results"] if r["length"] == 0]
-    assert facts_only and all(r["tokens"] < 200 for r in facts_only)  # length 0: the facts alone
+    assert facts_only and all(r["tokens"] < 250 for r in facts_only)  # length 0: the facts alone
+    assert {r["story"] for r in d["results"]} == {4}  # only the held-out story is asked about
     assert d["settings"]["haystack"].endswith("war_and_peace.txt")
     for key in ("task", "length", "question", "answer", "tokens", "output", "correct"):
         assert key in d["results"][0]

@@ -534,3 +534,38 @@ def test_real_with_digits_pretokenizer(real, tmp_path):
     ref.encode_special_tokens = True
     text = "\n".join([*SAMPLES, *TRAIN]) + " 1812: 100,000 men; x1 2x  3\n\n4 \U00011de0\U00011de1 7"
     assert tok.encode(text) == _ref_ids(ref, text)
+
+
+@pytest.mark.parametrize("name", ["plain", "shuffled", "missing-bytes"])
+def test_cached_tokenizer_equals_a_fresh_one(tiny_specs, tmp_path, name):
+    d = _write(tmp_path / "model", tiny_specs[name])
+    cache = tmp_path / "cache"
+    fresh = load_tokenizer(d)
+    built = load_tokenizer(d, cache_dir=cache)  # builds and writes the entry
+    (entry,) = cache.glob("tokenizer-*.json")
+    cached = load_tokenizer(d, cache_dir=cache)  # reads it
+    assert isinstance(cached._backend, tkm._TiktokenBackend) and cached._backend._spec_json is None
+    text = "Hello wörld 12345 <|im_start|>user\nnaïve   tabs\tand ÿ€ bytes<|im_end|>" * 3
+    for tok in (built, cached):
+        assert tok.encode(text) == fresh.encode(text)
+        assert tok.encode_with_specials(text) == fresh.encode_with_specials(text)
+        assert tok.decode(fresh.encode(text)) == fresh.decode(fresh.encode(text))
+        assert (tok.eos_id, tok.bos_id, tok.special_tokens, tok.vocab_size) == (
+            fresh.eos_id, fresh.bos_id, fresh.special_tokens, fresh.vocab_size,
+        )  # fmt: skip
+    assert entry.is_file()
+
+
+def test_tokenizer_cache_follows_the_files_and_survives_damage(tiny_specs, tmp_path):
+    d = _write(tmp_path / "model", tiny_specs["plain"])
+    cache = tmp_path / "cache"
+    load_tokenizer(d, cache_dir=cache)
+    (entry,) = cache.glob("tokenizer-*.json")
+    entry.write_text("{ not json")  # a damaged entry is rebuilt, not trusted
+    tok = load_tokenizer(d, cache_dir=cache)
+    assert tok.encode("hello there") == load_tokenizer(d).encode("hello there")
+    assert json.loads(entry.read_text())["tokenizer"]["eos_id"] == tok.eos_id
+    _write(d, tiny_specs["shuffled"])  # another tokenizer.json in the same folder: a new entry
+    other = load_tokenizer(d, cache_dir=cache)
+    assert len(list(cache.glob("tokenizer-*.json"))) == 2
+    assert other.encode("hello there") == load_tokenizer(d).encode("hello there")
