@@ -187,7 +187,7 @@ def fake_corpus(tmp_path, monkeypatch) -> Path:
     (c / "babi").mkdir(parents=True)
     (c / "books").mkdir()
     # four stories first: the benchmark asks only about held-out stories (every fifth, infinicli.babi)
-    trained = "".join(f"1 Bill went to the park.\n2 Where is Bill? \tpark\t1\n" for _ in range(4))
+    trained = "".join("1 Bill went to the park.\n2 Where is Bill? \tpark\t1\n" for _ in range(4))
     (c / "babi" / "qa1_single-supporting-fact_train.txt").write_text(trained + BABI_PIPE)
     (c / "babi" / "qa2_two-supporting-facts_train.txt").write_text(trained + BABI_TAB)
     prose = "The old prince rose early. Nobody spoke at dinner; the clock ticked! What could be done? " * 60
