@@ -5,7 +5,7 @@ Every figure is measured in the same run next to its baseline and reported as a 
     pass of the same base model in fp32 over the same tokens in chunks of the same segment length;
   - llama.cpp prompt processing on the same GGUF (when llama-cpp-python is installed);
   - peak RSS of `infini read` on a long input vs a 10K-token input (subprocesses, like /usr/bin/time -v);
-  - wall time of a second `infini ask` on an unchanged document (model load included);
+  - wall time of a follow-up `infini ask` on an unchanged document (model load included; median of 3);
   - `infini --help` wall time;
   - tokenizer tokens/s on the corpus books;
   - on CUDA, when present: reading tokens/s in bf16.
@@ -255,8 +255,12 @@ def run_speed(
             first, _, _ = _infini(
                 "ask", str(doc), q, "--max-new-tokens", "16", "-q", "--no-cache", *extra, env=env
             )
-            second, _, _ = _infini("ask", str(doc), q, "--max-new-tokens", "16", "-q", *extra, env=env)
-            res["ask_first_s"], res["ask_second_s"] = first, second
+            again = [
+                _infini("ask", str(doc), q, "--max-new-tokens", "16", "-q", *extra, env=env)[0]
+                for _ in range(3)
+            ]
+            res["ask_first_s"], res["ask_again_s"] = first, again
+            res["ask_second_s"] = sorted(again)[1]  # the median of three follow-up asks
     if "help" in include:
         walls = []
         for _ in range(5):
@@ -328,7 +332,7 @@ def format_speed(res: dict) -> str:
         )
     if "ask_second_s" in res:
         add(
-            "second `infini ask`, wall",
+            "second `infini ask`, wall (median of 3)",
             f"{res['ask_second_s']:.2f} s",
             f"{res['ask_first_s']:.2f} s first ask",
             "",
