@@ -31,7 +31,7 @@ def main() -> None:
         result = session.memory_for([str(a.corpus / item["doc"])])
         reply = "".join(session.answer(result.state, item["q"])).strip()
         ok = any(s.lower() in reply.lower() for s in item["accept"])
-        tokens = result.meta.get("tokens_read", "?")
+        tokens = result.state.tokens_read
         rows.append((item["doc"], tokens, item["q"], reply.replace("\n", " ").replace("|", "\\|"), ok))
         print(
             f"{'right' if ok else 'wrong'} {item['doc']}: {item['q']} -> {reply!r} "
