@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from infinicli import kernels
 from infinicli import memory as mem
 
 
@@ -65,6 +66,9 @@ class InfiniConfig:
     lora_rank: int = 0  # 0 = no LoRA
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # "all": LoRA on the projections themselves (local attention changes too); "memory": LoRA deltas used
+    # only where the memory is read, written, and mixed in, so an empty memory is exactly the base model
+    lora_scope: str = "all"
     eps: float = mem.EPS
 
     def to_dict(self) -> dict:
@@ -144,6 +148,20 @@ class LoRALinear(nn.Module):
         return out
 
 
+class LoRADelta(nn.Module):
+    """Δy = scale · (x Aᵀ) Bᵀ alone (B starts at zero): a low-rank correction used on the memory path only."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float):
+        super().__init__()
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.scale = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.lora_A.to(x.dtype).t() @ self.lora_B.to(x.dtype).t()) * self.scale
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float, device: torch.device | str | None = None):
         super().__init__()
@@ -199,16 +217,19 @@ class InfiniAttention(nn.Module):
         H, Hkv, d = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
         G = H // Hkv
         if memory_only:  # the last layer while reading: its output is never used, only its memory write
-            sk = mem.sigma(self.k_proj(x).view(B, T, Hkv, d).transpose(1, 2).float())
-            vf = self.v_proj(x).view(B, T, Hkv, d).transpose(1, 2).float()
+            k_m = self._mem_delta("k_proj", x, self.k_proj(x))
+            v_m = self._mem_delta("v_proj", x, self.v_proj(x))
+            sk = mem.sigma(k_m.view(B, T, Hkv, d).transpose(1, 2).float())
+            vf = v_m.view(B, T, Hkv, d).transpose(1, 2).float()
             if M is None:
                 M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
                 z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
             M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps)
             return None, M, z
-        q = self.q_proj(x).view(B, T, H, d).transpose(1, 2)  # [B, H, T, d]   pre-RoPE
-        k = self.k_proj(x).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d] pre-RoPE
-        v = self.v_proj(x).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
+        q_flat, k_flat, v_flat = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B, T, (H|Hkv)·d]
+        q = q_flat.view(B, T, H, d).transpose(1, 2)  # [B, H, T, d]   pre-RoPE
+        k = k_flat.view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d] pre-RoPE
+        v = v_flat.view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
 
         # local causal dot-product attention inside the segment (RoPE positions restart per segment)
         qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -223,8 +244,10 @@ class InfiniAttention(nn.Module):
             kv.k[layer], kv.v[layer] = kr, v_all
         else:
             v_all = v
-        if past == 0:
-            a_dot = F.scaled_dot_product_attention(qr, kr, v_all, is_causal=True, enable_gqa=G > 1)
+        if past == 0:  # a whole segment: the native bf16 kernel where it applies, else torch's
+            a_dot = kernels.causal_attention(qr, kr, v_all)
+            if a_dot is None:
+                a_dot = F.scaled_dot_product_attention(qr, kr, v_all, is_causal=True, enable_gqa=G > 1)
         elif T == 1:
             a_dot = F.scaled_dot_product_attention(qr, kr, v_all, enable_gqa=G > 1)
         else:
@@ -232,21 +255,35 @@ class InfiniAttention(nn.Module):
             a_dot = F.scaled_dot_product_attention(qr, kr, v_all, attn_mask=mask, enable_gqa=G > 1)
         # a_dot: [B, H, T, d]
 
+        mem_out = None  # memory-scoped LoRA on the output projection: applied to the memory share only
         if M is None:  # empty memory: exactly the base model (eq. 6 only once memory holds something)
             out = a_dot
         else:
-            sq = mem.sigma(q.float()).reshape(B, Hkv, G * T, d)  # query heads of one KV head share its memory
+            q_m = self._mem_delta("q_proj", x, q_flat).view(B, T, H, d).transpose(1, 2)
+            sq = mem.sigma(q_m.float()).reshape(B, Hkv, G * T, d)  # the G query heads of a KV head share it
             a_mem = mem.retrieve(sq, M, z, self.icfg.eps).view(B, H, T, d)  # eq. 3
             out = mem.gate_mix(a_mem, a_dot, self.gate)  # eq. 6
+            if getattr(self, "mem_o_proj", None) is not None:
+                g = torch.sigmoid(self.gate).view(1, H, 1, 1)
+                mem_out = (g * a_mem).to(x.dtype).transpose(1, 2).reshape(B, T, H * d)
 
         if write:  # eq. 4 / 5 with this segment's keys and values (pre-RoPE keys)
-            sk, vf = mem.sigma(k.float()), v.float()
+            k_m = self._mem_delta("k_proj", x, k_flat).view(B, T, Hkv, d).transpose(1, 2)
+            v_m = self._mem_delta("v_proj", x, v_flat).view(B, T, Hkv, d).transpose(1, 2)
+            sk, vf = mem.sigma(k_m.float()), v_m.float()
             if M is None:
                 M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
                 z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
             M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps)
-        out = out.transpose(1, 2).reshape(B, T, H * d)
-        return self.o_proj(out), M, z
+        out = self.o_proj(out.transpose(1, 2).reshape(B, T, H * d))
+        if mem_out is not None:
+            out = out + self.mem_o_proj(mem_out)
+        return out, M, z
+
+    def _mem_delta(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y plus the memory-scoped LoRA correction of projection `name`, when there is one."""
+        delta = getattr(self, "mem_" + name, None)
+        return y if delta is None else y + delta(x)
 
 
 class MLP(nn.Module):
@@ -314,14 +351,20 @@ class InfiniLlama(nn.Module):
         r = self.icfg.lora_rank
         if r <= 0:
             return
+        if self.icfg.lora_scope not in ("all", "memory"):
+            raise ValueError(f"lora_scope {self.icfg.lora_scope!r}: use 'all' or 'memory'")
         for block in self.model.layers:
             for name in self.icfg.lora_targets:
                 lin = getattr(block.self_attn, name)
-                if not isinstance(lin, LoRALinear):
+                if self.icfg.lora_scope == "memory":
+                    if getattr(block.self_attn, "mem_" + name, None) is None:
+                        delta = LoRADelta(lin.in_features, lin.out_features, r, self.icfg.lora_alpha)
+                        setattr(block.self_attn, "mem_" + name, delta)
+                elif not isinstance(lin, LoRALinear):
                     setattr(block.self_attn, name, LoRALinear(lin, r, self.icfg.lora_alpha))
 
     def merge_lora(self) -> None:
-        """Fold LoRA adapters into the base weights (inference)."""
+        """Fold LoRA adapters into the base weights (inference). Memory-scoped deltas stay separate."""
         for block in self.model.layers:
             for name in self.icfg.lora_targets:
                 lin = getattr(block.self_attn, name)

@@ -151,3 +151,40 @@ def test_lora_starts_as_identity_and_merges(tiny_pair):
         merged, _ = ours.forward_segment(ids, ours.empty_memory())
     assert not torch.allclose(lora_out, ref)
     torch.testing.assert_close(merged, lora_out, atol=1e-5, rtol=1e-4)
+
+
+def test_memory_scoped_lora_keeps_the_empty_memory_model_exact(tiny_pair, tmp_path):
+    """lora_scope='memory': with nothing in memory the model is the base model whatever the LoRA weights;
+    once memory holds something the deltas change the output, and they survive an adapter round trip."""
+    from infinicli.loading import read_adapter, write_adapter
+
+    _, ours = tiny_pair
+    torch.manual_seed(1)
+    segs = torch.randint(0, 97, (3, 1, 16))
+    with torch.no_grad():
+        ref_empty, _ = ours.forward_segment(segs[0], ours.empty_memory())
+        m = ours.empty_memory()
+        for s in segs[:2]:
+            _, m = ours.forward_segment(s, m, logits=None)
+        ref_full, _ = ours.forward_segment(segs[2], m, write=False)
+
+        ours.icfg.lora_rank, ours.icfg.lora_scope = 4, "memory"
+        ours.add_lora()
+        names = [n for n, _ in ours.named_parameters() if ".lora_" in n]
+        assert any(".mem_o_proj.lora_B" in n for n in names) and any(".mem_q_proj.lora_A" in n for n in names)
+        for n, p in ours.named_parameters():
+            if n.endswith("lora_B"):
+                p.normal_(0, 0.05)
+        empty, _ = ours.forward_segment(segs[0], ours.empty_memory())
+        torch.testing.assert_close(empty, ref_empty, rtol=0, atol=0)
+        m2 = ours.empty_memory()
+        for s in segs[:2]:
+            _, m2 = ours.forward_segment(s, m2, logits=None)
+        full, _ = ours.forward_segment(segs[2], m2, write=False)
+        assert not torch.allclose(m2.M, m.M)  # k/v deltas change what is written
+        assert not torch.allclose(full, ref_full)
+
+        write_adapter(ours, tmp_path / "a.safetensors")
+        tensors, meta = read_adapter(tmp_path / "a.safetensors")
+    assert set(tensors) == {n for n, _ in ours.named_parameters() if ".lora_" in n or n.endswith(".gate")}
+    assert meta["infini_config"]["lora_scope"] == "memory"

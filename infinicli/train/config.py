@@ -43,6 +43,9 @@ class ModelSection:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # "all": LoRA changes the projections (local attention too); "memory": LoRA only on the memory path, so
+    # with an empty memory the model is the base model exactly (chat kept by construction, no KL term needed)
+    lora_scope: str = "all"
 
 
 @dataclass
@@ -140,6 +143,8 @@ class TrainConfig:
             raise ConfigError(f"model.train = {m.train!r}: use 'lora', 'full' or 'gates'")
         if m.train == "lora" and m.lora_rank <= 0:
             raise ConfigError("model.train = 'lora' needs model.lora_rank > 0")
+        if m.lora_scope not in ("all", "memory"):
+            raise ConfigError(f"model.lora_scope = {m.lora_scope!r}: use 'all' or 'memory'")
         if m.update_rule not in ("delta", "linear"):
             raise ConfigError(f"model.update_rule = {m.update_rule!r}: use 'delta' or 'linear'")
         if m.segment_len < 16:

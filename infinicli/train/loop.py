@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from infinicli.model import InfiniLlama, LoRALinear, Memory
+from infinicli.model import InfiniLlama, LoRADelta, LoRALinear, Memory
 from infinicli.train.config import CONFIG_NAME, TrainConfig
 from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
 
@@ -126,7 +126,7 @@ def _final(
 @contextlib.contextmanager
 def lora_disabled(model: nn.Module) -> Iterator[None]:
     """Run the base model: every LoRA adapter scaled to 0 for the duration."""
-    mods = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    mods = [m for m in model.modules() if isinstance(m, (LoRALinear, LoRADelta))]
     scales = [m.scale for m in mods]
     for m in mods:
         m.scale = 0.0
@@ -295,6 +295,7 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
         model.icfg.lora_rank = int(m.lora_rank)
         model.icfg.lora_alpha = float(m.lora_alpha)
         model.icfg.lora_targets = tuple(m.lora_targets)
+        model.icfg.lora_scope = m.lora_scope
         model.add_lora()
     for name, p in model.named_parameters():
         if name.endswith(".gate") or ".lora_" in name:
@@ -493,6 +494,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.loss.distill <= 0 or cfg.loss.distill_prob <= 0 or cfg.model.train == "gates":
             return None  # gates alone cannot change the model with empty memory: nothing to distil
+        if cfg.model.train == "lora" and self.model.icfg.lora_scope == "memory":
+            return None  # memory-scoped LoRA leaves the empty-memory model exactly the base: KL is 0
         pool = DistillPool(
             self.tok,
             self.factory,
