@@ -83,7 +83,13 @@ def test_model_with_native_attention_matches_torch_attention(monkeypatch):
 
     torch.manual_seed(0)
     cfg = ModelConfig(
-        vocab_size=101, hidden_size=192, intermediate_size=256, n_layers=2, n_heads=3, n_kv_heads=1, head_dim=64
+        vocab_size=101,
+        hidden_size=192,
+        intermediate_size=256,
+        n_layers=2,
+        n_heads=3,
+        n_kv_heads=1,
+        head_dim=64,
     )
     model = InfiniLlama(cfg, InfiniConfig(segment_len=96)).eval()
     for p in model.parameters():
@@ -112,6 +118,6 @@ def test_model_with_native_attention_matches_torch_attention(monkeypatch):
     assert len(calls) == 2 * 1 + 2  # reading skips the last layer's attention (memory write only)
     torch.testing.assert_close(native_logits, torch_logits, atol=0.05, rtol=0.05)
     rel = ((native_M - torch_M).norm() / torch_M.norm()).item()
-    print(f'relative memory difference {rel:.2e}')
+    print(f"relative memory difference {rel:.2e}")
     assert rel < 0.01  # the memory differs only by bf16 rounding
     assert (native_logits.argmax(-1) == torch_logits.argmax(-1)).float().mean() > 0.95

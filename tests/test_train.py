@@ -374,3 +374,27 @@ def test_default_recipe_matches_the_config_defaults():
     from infinicli.train.config import DEFAULT_RECIPE, read_toml
 
     assert TrainConfig.from_dict(read_toml(DEFAULT_RECIPE)) == TrainConfig()
+
+
+def test_memory_scoped_lora_trains_and_loads_as_the_base_model_with_empty_memory(
+    tiny_model_dir, corpus, tmp_path
+):
+    """lora_scope=memory: the deltas learn (B leaves zero), no distillation batch is built, and the written
+    adapter, loaded for inference, answers an empty-memory prompt exactly like no adapter at all."""
+    from infinicli.loading import build_model, read_adapter
+    from infinicli.train.loop import train
+
+    out = tmp_path / "memscope"
+    cfg = tiny_config(tiny_model_dir, corpus, out, "model.lora_scope=memory", "run.steps=3", "optim.lr=0.05")
+    train(cfg)
+    tensors, meta = read_adapter(out / "adapter.safetensors")
+    assert meta["infini_config"]["lora_scope"] == "memory"
+    assert any(".mem_v_proj.lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())
+    assert not (out / "distill_pool.json").exists()
+    ids = torch.randint(0, 97, (1, S))
+    with torch.no_grad():
+        trained = build_model(tiny_model_dir, adapter=out / "adapter.safetensors", dtype=torch.float32).model
+        base = build_model(tiny_model_dir, adapter=None, dtype=torch.float32).model
+        a, _ = trained.forward_segment(ids, trained.empty_memory())
+        b, _ = base.forward_segment(ids, base.empty_memory())
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -185,6 +185,10 @@ def machine_info(engine: Any = None) -> dict:
     if engine is not None:
         info["device"] = str(engine.lm.device)
         info["dtype"] = str(engine.lm.dtype).replace("torch.", "")
+        if engine.lm.device.type == "cpu":
+            from infinicli.kernels import native_attention_status
+
+            info["attention"] = native_attention_status()  # "native" or why torch's kernel is used
     return info
 
 

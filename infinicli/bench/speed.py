@@ -203,6 +203,10 @@ def run_speed(
     e = session.engine
     seg = e.segment_len
     res["segment_len"], res["dtype"] = seg, str(e.lm.dtype).replace("torch.", "")
+    if e.lm.device.type == "cpu":
+        from infinicli.kernels import native_attention_status
+
+        res["attention"] = native_attention_status()  # "native" (bf16 kernel) or why torch's SDPA is used
     toks = book_tokens(session, book, tokens)
     res["tokens"] = len(toks)
 
@@ -307,7 +311,8 @@ def format_speed(res: dict) -> str:
         )
         ratio = f"{res['read_vs_baseline']:.2f}x" if "read_vs_baseline" in res else ""
         add(
-            f"read tok/s ({res['dtype']}, seg {res['segment_len']})",
+            f"read tok/s ({res['dtype']}, seg {res['segment_len']}"
+            + (", native attention)" if res.get("attention") == "native" else ")"),
             f"{res['read_tok_s']:,.0f}",
             base,
             ratio,
