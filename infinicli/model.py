@@ -120,36 +120,8 @@ class KVCache:
         return 0 if not self.k or self.k[0] is None else self.k[0].shape[2]
 
 
-class LoRALinear(nn.Module):
-    """y = x Wᵀ + scale · (x Aᵀ) Bᵀ, with B initialised to zero (so it starts as the base layer)."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float):
-        super().__init__()
-        self.base = base
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.scale = alpha / rank
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.lora_A.to(x.dtype)
-        b = self.lora_B.to(x.dtype)
-        return self.base(x) + (x @ a.t() @ b.t()) * self.scale
-
-    def merged(self) -> nn.Linear:
-        """A plain Linear with the adapter folded into the weight (no cost at inference)."""
-        w = self.base.weight.data.float() + self.scale * (self.lora_B.data.float() @ self.lora_A.data.float())
-        out = nn.Linear(self.base.in_features, self.base.out_features, bias=False)
-        out.weight.data = w.to(self.base.weight.dtype)
-        return out
-
-
 class LoRADelta(nn.Module):
-    """Δy = scale · (x Aᵀ) Bᵀ alone (B starts at zero): a low-rank correction used on the memory path only."""
+    """Δy = scale · (x Aᵀ) Bᵀ, B starting at zero: a low-rank correction (alone on the memory path)."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, alpha: float):
         super().__init__()
@@ -160,6 +132,28 @@ class LoRADelta(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x @ self.lora_A.to(x.dtype).t() @ self.lora_B.to(x.dtype).t()) * self.scale
+
+
+class LoRALinear(LoRADelta):
+    """y = x Wᵀ + scale · (x Aᵀ) Bᵀ, with B initialised to zero (so it starts as the base layer)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__(base.in_features, base.out_features, rank, alpha)
+        self.base = base
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + super().forward(x)
+
+    def merged(self) -> nn.Linear:
+        """A plain Linear with the adapter folded into the weight (no cost at inference)."""
+        w = self.base.weight.data.float() + self.scale * (self.lora_B.data.float() @ self.lora_A.data.float())
+        out = nn.Linear(self.base.in_features, self.base.out_features, bias=False)
+        out.weight.data = w.to(self.base.weight.dtype)
+        return out
 
 
 class RMSNorm(nn.Module):

@@ -79,18 +79,15 @@ def test_declines_what_it_does_not_handle():
 def test_model_with_native_attention_matches_torch_attention(monkeypatch):
     """A whole InfiniLlama in bf16 (head dim 64) over three segments: native kernel vs torch's SDPA."""
     native_or_skip()
+    from conftest import tiny_hf_config
+
     from infinicli.model import InfiniConfig, InfiniLlama, ModelConfig
 
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=101,
-        hidden_size=192,
-        intermediate_size=256,
-        n_layers=2,
-        n_heads=3,
-        n_kv_heads=1,
-        head_dim=64,
+    hf = tiny_hf_config(
+        vocab_size=101, hidden_size=192, num_attention_heads=3, num_key_value_heads=1, head_dim=64
     )
+    cfg = ModelConfig.from_hf(hf.to_dict())
     model = InfiniLlama(cfg, InfiniConfig(segment_len=96)).eval()
     for p in model.parameters():
         p.data.normal_(0, 0.05)

@@ -72,6 +72,8 @@ def _build(cache_dir: Path) -> Path:
 
 def _load() -> ctypes.CDLL | None:
     global _lib, _tried, _why_not
+    if _tried:  # every attention call asks: no lock once decided
+        return _lib
     with _lock:
         if _tried:
             return _lib

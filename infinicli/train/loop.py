@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from infinicli.model import InfiniLlama, LoRADelta, LoRALinear, Memory
+from infinicli.model import InfiniLlama, LoRADelta, Memory
 from infinicli.train.config import CONFIG_NAME, TrainConfig
 from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
 
@@ -126,7 +126,7 @@ def _final(
 @contextlib.contextmanager
 def lora_disabled(model: nn.Module) -> Iterator[None]:
     """Run the base model: every LoRA adapter scaled to 0 for the duration."""
-    mods = [m for m in model.modules() if isinstance(m, (LoRALinear, LoRADelta))]
+    mods = [m for m in model.modules() if isinstance(m, LoRADelta)]  # LoRALinear is one too
     scales = [m.scale for m in mods]
     for m in mods:
         m.scale = 0.0
