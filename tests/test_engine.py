@@ -151,3 +151,17 @@ def test_segments_equal_whole_tokenization_for_any_text(tiny_model_dir, infini_h
         assert len(written) % seg == 0 and len(st_.tail) < seg
 
     check()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_is_said(tiny_model_dir, infini_home, monkeypatch, native):
+    """--dtype bf16 is honoured, with a notice where the CPU only emulates bf16 (slower than fp32)."""
+    from infinicli import loading
+
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: native)
+    notes: list[str] = []
+    s = Session(
+        Options(model=str(tiny_model_dir), adapter="none", dtype="bf16", device="cpu"), on_notice=notes.append
+    )
+    assert s.engine.model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert any("no native bf16" in n for n in notes) is not native

@@ -113,6 +113,21 @@ def trained_parts(tiny_model_dir, corpus, tmp_path_factory):
 # -- config -------------------------------------------------------------------------------------------
 
 
+def test_bf16_only_where_the_device_has_it(monkeypatch):
+    """run.bf16 on a CPU without native bf16 (AVX2 only) trains in fp32: emulated bf16 is slower there."""
+    from infinicli import loading
+    from infinicli.train.loop import use_bf16
+
+    cfg = load_config(None, [])
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: False)
+    assert cfg.run.bf16 and not use_bf16(cfg, cpu) and use_bf16(cfg, cuda)
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: True)
+    assert use_bf16(cfg, cpu)
+    cfg.run.bf16 = False
+    assert not use_bf16(cfg, cpu) and not use_bf16(cfg, cuda)
+
+
 def test_default_recipe_loads_and_overrides_apply():
     cfg = load_config(
         None, ["optim.lr=1e-3", "run.bf16=false", "model.lora_targets=['q_proj']", "run.out=a b"]

@@ -105,7 +105,7 @@ class RunSection:
     steps: int = 1500
     out: str = "runs/infini"
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
-    bf16: bool = True  # autocast matmuls to bf16 (gates, LoRA and memory stay fp32)
+    bf16: bool = True  # bf16 base weights / autocast where bf16 is native (gates, LoRA, memory stay fp32)
     grad_checkpoint: bool = True  # recompute each segment in backward (memory grows with segments otherwise)
     checkpoint_every: int = 50  # steps between resumable checkpoints (0 = only at the end)
     log_every: int = 1

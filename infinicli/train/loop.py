@@ -14,7 +14,9 @@ exactly the original model; with full training of the projections, a frozen copy
 
 Precision: with run.bf16 the frozen base weights are bf16 (as at inference on bf16 hardware) and the trained
 parameters (gates, LoRA) stay fp32; the memory math runs in fp32 as in memory.py. Training the projections
-themselves (model.train = "full") keeps fp32 master weights under bf16 autocast.
+themselves (model.train = "full") keeps fp32 master weights under bf16 autocast. run.bf16 applies where bf16
+pays (CUDA, or a CPU with AVX512-BF16 / AMX); a CPU without native bf16 (AVX2 only) trains in fp32, since
+emulated bf16 matmuls there run several times slower than fp32 ones.
 
 Parallelism: one process per device; under torchrun the model is wrapped in DistributedDataParallel (gloo
 on CPU, nccl on CUDA), every rank draws different samples (seeded by rank), only rank 0 writes files.
@@ -271,6 +273,13 @@ def trainable_parameters(model: InfiniLlama, mode: str) -> tuple[list, list]:
     return gates, others
 
 
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """run.bf16, where the device has native bf16 (CUDA, or a CPU with AVX512-BF16 / AMX)."""
+    from infinicli.loading import cpu_has_bf16
+
+    return cfg.run.bf16 and (device.type != "cpu" or cpu_has_bf16())
+
+
 def build_training_model(cfg: TrainConfig, device: torch.device):
     """(LoadedModel, tokenizer, frozen base copy or None) for a config; trained tensors fp32 on `device`."""
     from infinicli.loading import build_model
@@ -280,7 +289,7 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
     m = cfg.model
     model_dir = resolve_model(m.model or None)
     full = m.train == "full"
-    weights = torch.bfloat16 if (cfg.run.bf16 and not full) else torch.float32
+    weights = torch.bfloat16 if (use_bf16(cfg, device) and not full) else torch.float32
     adapter = m.init_adapter if m.init_adapter not in ("", "none") else None
     lm = build_model(
         model_dir, adapter=adapter, dtype=weights, segment_len=m.segment_len, update_rule=m.update_rule,
@@ -481,7 +490,9 @@ class Trainer:
 
             self.ddp = DistributedDataParallel(self.objective)
         self.factory = SampleFactory.from_corpus(self.tok, cfg.model.segment_len, cfg.data)
-        self.autocast = cfg.run.bf16 and cfg.model.train == "full"
+        self.autocast = use_bf16(cfg, self.device) and cfg.model.train == "full"
+        if cfg.run.bf16 and not use_bf16(cfg, self.device):
+            self.notice("run.bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); training in fp32")
         n_train = sum(p.numel() for _, p in self.named)
         self.notice(
             f"model {self.loaded.model_dir.name}: {n_train:,} trained parameters ({cfg.model.train}), "
