@@ -70,7 +70,7 @@ def update(
 def gate_mix(a_mem: torch.Tensor, a_dot: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Eq. 6: sigmoid(β)·A_mem + (1 − sigmoid(β))·A_dot.  a_*: [B, Hq, T, d], beta: [Hq]."""
     g = torch.sigmoid(beta).view(1, -1, 1, 1).to(a_dot.dtype)
-    return g * a_mem.to(a_dot.dtype) + (1.0 - g) * a_dot
+    return torch.lerp(a_dot, a_mem.to(a_dot.dtype), g)  # a_dot + g·(a_mem − a_dot), one pass
 
 
 def empty_memory(

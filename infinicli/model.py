@@ -131,7 +131,13 @@ class LoRADelta(nn.Module):
         self.scale = alpha / rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x @ self.lora_A.to(x.dtype).t() @ self.lora_B.to(x.dtype).t()) * self.scale
+        return x @ self.lora_A.to(x.dtype).t() @ (self.lora_B * self.scale).to(x.dtype).t()
+
+    def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """y + Δ(x) with the addition fused into the second matmul (one pass over y instead of three)."""
+        r = x.reshape(-1, x.shape[-1]) @ self.lora_A.to(x.dtype).t()  # [B·T, r]
+        out = torch.addmm(y.reshape(-1, y.shape[-1]), r, (self.lora_B * self.scale).to(x.dtype).t())
+        return out.view(y.shape)
 
 
 class LoRALinear(LoRADelta):
@@ -146,7 +152,7 @@ class LoRALinear(LoRADelta):
         return self.base.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + super().forward(x)
+        return self.add_to(self.base(x), x)
 
     def merged(self) -> nn.Linear:
         """A plain Linear with the adapter folded into the weight (no cost at inference)."""
@@ -164,6 +170,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Llama's RMSNorm: normalise in fp32, round to the input dtype, then scale (one fused kernel)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # the same math in one pass
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
@@ -179,9 +187,15 @@ def rope_tables(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x·cos + rotate_half(x)·sin, rotate_half(x) = (−x₂, x₁): one multiply and two fused multiply-adds."""
     h = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., h:], x[..., :h]), dim=-1)
-    return x * cos + rotated * sin
+    out = x * cos
+    x1, x2, o1, o2 = x[..., :h], x[..., h:], out[..., :h], out[..., h:]
+    if torch.is_grad_enabled() and x.requires_grad:  # autograd: no in-place writes into views
+        return torch.cat((o1 - x2 * sin[..., :h], o2 + x1 * sin[..., h:]), dim=-1)
+    o1.addcmul_(x2, sin[..., :h], value=-1.0)
+    o2.addcmul_(x1, sin[..., h:])
+    return out
 
 
 class InfiniAttention(nn.Module):
@@ -271,13 +285,13 @@ class InfiniAttention(nn.Module):
             M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps)
         out = self.o_proj(out.transpose(1, 2).reshape(B, T, H * d))
         if mem_out is not None:
-            out = out + self.mem_o_proj(mem_out)
+            out = self.mem_o_proj.add_to(out, mem_out)
         return out, M, z
 
     def _mem_delta(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """y plus the memory-scoped LoRA correction of projection `name`, when there is one."""
         delta = getattr(self, "mem_" + name, None)
-        return y if delta is None else y + delta(x)
+        return y if delta is None else delta.add_to(y, x)
 
 
 class MLP(nn.Module):
@@ -289,7 +303,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(F_, C, bias=False, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if torch.is_grad_enabled():
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(F.silu(self.gate_proj(x), inplace=True).mul_(self.up_proj(x)))  # no copies
 
 
 class Block(nn.Module):
@@ -412,8 +428,12 @@ class InfiniLlama(nn.Module):
             skip = reading and i == last  # nothing reads the last layer's output: write its memory only
             a, Mi, zi = block.self_attn(block.input_layernorm(x), cos, sin, Mi, zi, write, kv, i, skip)
             if not skip:
-                x = x + a
-                x = x + block.mlp(block.post_attention_layernorm(x))
+                if torch.is_grad_enabled():
+                    x = x + a
+                    x = x + block.mlp(block.post_attention_layernorm(x))
+                else:  # inference: residual adds in place (x is this forward's own tensor)
+                    x.add_(a)
+                    x.add_(block.mlp(block.post_attention_layernorm(x)))
             if write:
                 new_M.append(Mi)
                 new_z.append(zi)
