@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from infinicli.errors import ModelError, UsageError
+from infinicli.kernels import cpu_flags
 from infinicli.model import InfiniConfig, InfiniLlama, ModelConfig, load_config
 
 ADAPTER_DIR = Path(__file__).parent / "adapters"
@@ -35,11 +36,13 @@ class LoadedModel:
 
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 matmul support (AVX512-BF16 or AMX), where bf16 pays."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """bf16 runs natively (and so faster than fp32): CUDA, or a CPU with AVX512-BF16 / AMX."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -55,7 +58,7 @@ def pick_device(device: str | None) -> torch.device:
 
 def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     if dtype in (None, "", "auto"):
-        if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+        if bf16_is_native(device):
             return torch.bfloat16
         return torch.float32
     table = {

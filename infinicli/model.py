@@ -130,11 +130,8 @@ class LoRADelta(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.scale = alpha / rank
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.lora_A.to(x.dtype).t() @ (self.lora_B * self.scale).to(x.dtype).t()
-
-    def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """y + Δ(x) with the addition fused into the second matmul (one pass over y instead of three)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y + Δ(x), the addition fused into the second matmul (one pass over y instead of three)."""
         r = x.reshape(-1, x.shape[-1]) @ self.lora_A.to(x.dtype).t()  # [B·T, r]
         out = torch.addmm(y.reshape(-1, y.shape[-1]), r, (self.lora_B * self.scale).to(x.dtype).t())
         return out.view(y.shape)
@@ -152,7 +149,7 @@ class LoRALinear(LoRADelta):
         return self.base.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.add_to(self.base(x), x)
+        return super().forward(x, self.base(x))
 
     def merged(self) -> nn.Linear:
         """A plain Linear with the adapter folded into the weight (no cost at inference)."""
@@ -285,13 +282,13 @@ class InfiniAttention(nn.Module):
             M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps)
         out = self.o_proj(out.transpose(1, 2).reshape(B, T, H * d))
         if mem_out is not None:
-            out = self.mem_o_proj.add_to(out, mem_out)
+            out = self.mem_o_proj(mem_out, out)
         return out, M, z
 
     def _mem_delta(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """y plus the memory-scoped LoRA correction of projection `name`, when there is one."""
         delta = getattr(self, "mem_" + name, None)
-        return y if delta is None else delta.add_to(y, x)
+        return y if delta is None else delta(x, y)
 
 
 class MLP(nn.Module):

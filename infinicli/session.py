@@ -87,14 +87,14 @@ class Session:
         import torch
 
         from infinicli.engine import Engine
-        from infinicli.loading import build_model, cpu_has_bf16, pick_device, pick_dtype
+        from infinicli.loading import bf16_is_native, build_model, pick_device, pick_dtype
         from infinicli.models import infini_home, model_fingerprint, resolve_model
         from infinicli.tokenizer import load_tokenizer
 
         model_dir = resolve_model(self.opts.model, progress=self.stage)
         device = pick_device(self.opts.device)
         dtype = pick_dtype(self.opts.dtype, device)
-        if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_bf16():
+        if dtype == torch.bfloat16 and not bf16_is_native(device):
             self.notice("--dtype bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); fp32 is faster here")
         if self.opts.threads is not None and self.opts.threads < 1:
             raise UsageError("--threads must be at least 1")

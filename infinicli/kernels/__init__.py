@@ -13,6 +13,7 @@ hash of the source and the compiler flags, so a process pays only a ~1 ms dlopen
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -33,17 +34,19 @@ _tried = False
 _why_not = ""
 
 
-def _cpu_has_avx512_bf16() -> bool:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty off Linux or when unreadable); read once."""
     if not sys.platform.startswith("linux"):
-        return False
+        return frozenset()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return "avx512_bf16" in line.split()
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    return False
+        pass
+    return frozenset()
 
 
 def _build(cache_dir: Path) -> Path:
@@ -81,7 +84,7 @@ def _load() -> ctypes.CDLL | None:
         if os.environ.get("INFINI_NATIVE_ATTENTION", "1").strip() in ("0", "false", "no", "off"):
             _why_not = "disabled by INFINI_NATIVE_ATTENTION"
             return None
-        if not _cpu_has_avx512_bf16():
+        if "avx512_bf16" not in cpu_flags():
             _why_not = "this CPU has no AVX512-BF16"
             return None
         try:

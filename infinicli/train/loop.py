@@ -275,9 +275,9 @@ def trainable_parameters(model: InfiniLlama, mode: str) -> tuple[list, list]:
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     """run.bf16, where the device has native bf16 (CUDA, or a CPU with AVX512-BF16 / AMX)."""
-    from infinicli.loading import cpu_has_bf16
+    from infinicli.loading import bf16_is_native
 
-    return cfg.run.bf16 and (device.type != "cpu" or cpu_has_bf16())
+    return cfg.run.bf16 and bf16_is_native(device)
 
 
 def build_training_model(cfg: TrainConfig, device: torch.device):
@@ -490,8 +490,9 @@ class Trainer:
 
             self.ddp = DistributedDataParallel(self.objective)
         self.factory = SampleFactory.from_corpus(self.tok, cfg.model.segment_len, cfg.data)
-        self.autocast = use_bf16(cfg, self.device) and cfg.model.train == "full"
-        if cfg.run.bf16 and not use_bf16(cfg, self.device):
+        bf16 = use_bf16(cfg, self.device)
+        self.autocast = bf16 and cfg.model.train == "full"
+        if cfg.run.bf16 and not bf16:
             self.notice("run.bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); training in fp32")
         n_train = sum(p.numel() for _, p in self.named)
         self.notice(
