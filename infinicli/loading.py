@@ -197,6 +197,7 @@ def build_model(
     model.load_state_dict(sd, strict=False, assign=True)
     if icfg.lora_rank > 0:
         model.add_lora()  # after the meta-device construction: LoRA matrices are real CPU tensors
+    model.add_key_conv()  # (when icfg.key_conv > 0)
     missing = set(tensors) - set(model.state_dict())
     if missing:
         raise ModelError(f"adapter {adapter_path} does not fit this model ({sorted(missing)[0]} unknown)")

@@ -69,6 +69,11 @@ class InfiniConfig:
     # "all": LoRA on the projections themselves (local attention changes too); "memory": LoRA deltas used
     # only where the memory is read, written, and mixed in, so an empty memory is exactly the base model
     lora_scope: str = "all"
+    # > 0: memory keys pass through a causal depthwise convolution over the last `key_conv` positions (per
+    # KV head and channel, starting as the identity), so a key can carry the tokens before it: reading then
+    # finds "what came after this token", the order a linear-attention memory otherwise loses (DeltaNet's
+    # short convolution). Zero-padded at the start of every segment.
+    key_conv: int = 0
     eps: float = mem.EPS
 
     def to_dict(self) -> dict:
@@ -222,9 +227,9 @@ class InfiniAttention(nn.Module):
         H, Hkv, d = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
         G = H // Hkv
         if memory_only:  # the last layer while reading: its output is never used, only its memory write
-            k_m = self._mem_delta("k_proj", x, self.k_proj(x))
+            k_m = self._mem_keys(x, self.k_proj(x))
             v_m = self._mem_delta("v_proj", x, self.v_proj(x))
-            sk = mem.sigma(k_m.view(B, T, Hkv, d).transpose(1, 2).float())
+            sk = mem.sigma(k_m.float())
             vf = v_m.view(B, T, Hkv, d).transpose(1, 2).float()
             if M is None:
                 M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
@@ -273,7 +278,7 @@ class InfiniAttention(nn.Module):
                 mem_out = (g * a_mem).to(x.dtype).transpose(1, 2).reshape(B, T, H * d)
 
         if write:  # eq. 4 / 5 with this segment's keys and values (pre-RoPE keys)
-            k_m = self._mem_delta("k_proj", x, k_flat).view(B, T, Hkv, d).transpose(1, 2)
+            k_m = self._mem_keys(x, k_flat)
             v_m = self._mem_delta("v_proj", x, v_flat).view(B, T, Hkv, d).transpose(1, 2)
             sk, vf = mem.sigma(k_m.float()), v_m.float()
             if M is None:
@@ -289,6 +294,23 @@ class InfiniAttention(nn.Module):
         """y plus the memory-scoped LoRA correction of projection `name`, when there is one."""
         delta = getattr(self, "mem_" + name, None)
         return y if delta is None else delta(x, y)
+
+    def _mem_keys(self, x: torch.Tensor, k_flat: torch.Tensor) -> torch.Tensor:
+        """Memory keys [B, Hkv, T, d] (pre-σ): the key projection with its memory delta, then the causal key
+        convolution when there is one: k'_t = Σ_j w_j ⊙ k_{t-K+1+j} (zero before the segment start)."""
+        B, T, _ = x.shape
+        Hkv, d = self.cfg.n_kv_heads, self.cfg.head_dim
+        k = self._mem_delta("k_proj", x, k_flat).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
+        w = getattr(self, "mem_k_conv", None)  # [Hkv, d, K], w[..., K-1] weighs the current position
+        if w is None:
+            return k
+        w = w.to(k.dtype)
+        K = w.shape[-1]
+        kp = F.pad(k, (0, 0, K - 1, 0))  # [B, Hkv, K-1+T, d]: zeros before the segment start
+        out = kp[:, :, K - 1 :] * w[:, None, :, K - 1]
+        for j in range(K - 1):
+            out = out + kp[:, :, j : j + T] * w[:, None, :, j]
+        return out
 
 
 class MLP(nn.Module):
@@ -335,6 +357,11 @@ def _no_random_init() -> Iterator[None]:
         nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
 
 
+def is_adapter_key(name: str) -> bool:
+    """Parameters of the retrofit (an adapter file's tensors), as opposed to the base model's weights."""
+    return name.endswith(".gate") or name.endswith(".mem_k_conv") or ".lora_" in name
+
+
 class InfiniLlama(nn.Module):
     """Llama with Infini-attention. Parameter names follow transformers' LlamaForCausalLM."""
 
@@ -370,6 +397,18 @@ class InfiniLlama(nn.Module):
                 elif not isinstance(lin, LoRALinear):
                     setattr(block.self_attn, name, LoRALinear(lin, r, self.icfg.lora_alpha))
 
+    def add_key_conv(self) -> None:
+        """Give every layer its memory key convolution (icfg.key_conv taps), starting as the identity."""
+        K = self.icfg.key_conv
+        if K <= 0:
+            return
+        for block in self.model.layers:
+            att = block.self_attn
+            if getattr(att, "mem_k_conv", None) is None:
+                w = torch.zeros(self.cfg.n_kv_heads, self.cfg.head_dim, K, device=att.gate.device)
+                w[..., K - 1] = 1.0
+                att.mem_k_conv = nn.Parameter(w)
+
     def merge_lora(self) -> None:
         """Fold LoRA adapters into the base weights (inference). Memory-scoped deltas stay separate."""
         for block in self.model.layers:
@@ -379,15 +418,11 @@ class InfiniLlama(nn.Module):
                     setattr(block.self_attn, name, lin.merged())
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained extra parameters: gates and LoRA matrices (what an adapter file holds)."""
-        return {
-            k: v.detach().float().contiguous()
-            for k, v in self.state_dict().items()
-            if k.endswith(".gate") or ".lora_" in k
-        }
+        """The trained extra parameters: gates, LoRA, key convolutions (what an adapter file holds)."""
+        return {k: v.detach().float().contiguous() for k, v in self.state_dict().items() if is_adapter_key(k)}
 
     def base_state_dict_keys(self) -> list[str]:
-        return [k for k in self.state_dict() if not (k.endswith(".gate") or ".lora_" in k)]
+        return [k for k in self.state_dict() if not is_adapter_key(k)]
 
     # -- forward ------------------------------------------------------------------------------------
     def head(self, h: torch.Tensor) -> torch.Tensor:

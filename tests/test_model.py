@@ -188,3 +188,56 @@ def test_memory_scoped_lora_keeps_the_empty_memory_model_exact(tiny_pair, tmp_pa
         tensors, meta = read_adapter(tmp_path / "a.safetensors")
     assert set(tensors) == {n for n, _ in ours.named_parameters() if ".lora_" in n or n.endswith(".gate")}
     assert meta["infini_config"]["lora_scope"] == "memory"
+
+
+def test_key_conv_starts_as_identity_matches_reference_and_round_trips(tiny_pair, tmp_path):
+    """key_conv: the memory keys pass a causal per-channel convolution. At initialisation (identity) the
+    memory is unchanged; with random taps it equals a naive loop over positions, is causal (a later token
+    never changes an earlier key), and an adapter file restores it."""
+    from infinicli.loading import read_adapter, write_adapter
+
+    _, ours = tiny_pair
+    torch.manual_seed(2)
+    segs = torch.randint(0, 97, (2, 1, 16))
+
+    def memory_after(model):
+        m = model.empty_memory()
+        with torch.no_grad():
+            for s in segs:
+                _, m = model.forward_segment(s, m, logits=None)
+        return m
+
+    ref = memory_after(ours)
+    ours.icfg.key_conv = 3
+    ours.add_key_conv()
+    same = memory_after(ours)
+    torch.testing.assert_close(same.M, ref.M)  # equal up to summation order (another memory layout)
+
+    att = ours.model.layers[0].self_attn
+    with torch.no_grad():
+        for blk in ours.model.layers:
+            blk.self_attn.mem_k_conv.normal_(0, 0.5)
+        x = torch.randn(1, 16, 64)
+        k_flat = att.k_proj(x)
+        got = att._mem_keys(x, k_flat)  # [1, Hkv, 16, d]
+        k = k_flat.view(1, 16, 2, 16).transpose(1, 2)
+        w = att.mem_k_conv  # [Hkv, d, K]
+        want = torch.zeros_like(k)
+        for t in range(16):
+            for j in range(3):
+                if t - 2 + j >= 0:
+                    want[:, :, t] += w[:, :, j] * k[:, :, t - 2 + j]
+        torch.testing.assert_close(got, want)
+        x2 = x.clone()
+        x2[:, 10:] = torch.randn(1, 6, 64)
+        got2 = att._mem_keys(x2, att.k_proj(x2))
+        torch.testing.assert_close(got2[:, :, :10], got[:, :, :10])
+        assert not torch.allclose(got2[:, :, 10:], got[:, :, 10:])
+    changed = memory_after(ours)
+    assert not torch.allclose(changed.M, ref.M)
+
+    write_adapter(ours, tmp_path / "a.safetensors")
+    tensors, meta = read_adapter(tmp_path / "a.safetensors")
+    assert meta["infini_config"]["key_conv"] == 3
+    conv = ours.model.layers[1].self_attn.mem_k_conv
+    torch.testing.assert_close(tensors["model.layers.1.self_attn.mem_k_conv"], conv)

@@ -46,6 +46,9 @@ class ModelSection:
     # "all": LoRA changes the projections (local attention too); "memory": LoRA only on the memory path, so
     # with an empty memory the model is the base model exactly (chat kept by construction, no KL term needed)
     lora_scope: str = "all"
+    # > 0: a causal convolution over this many positions on the memory keys (trained with the LoRA; see
+    # model.InfiniConfig.key_conv). Added to an init_adapter that has none.
+    key_conv: int = 0
 
 
 @dataclass
@@ -143,6 +146,8 @@ class TrainConfig:
             raise ConfigError(f"model.train = {m.train!r}: use 'lora', 'full' or 'gates'")
         if m.train == "lora" and m.lora_rank <= 0:
             raise ConfigError("model.train = 'lora' needs model.lora_rank > 0")
+        if not 0 <= m.key_conv <= 16:
+            raise ConfigError(f"model.key_conv = {m.key_conv}: use 0 (none) to 16 positions")
         if m.lora_scope not in ("all", "memory"):
             raise ConfigError(f"model.lora_scope = {m.lora_scope!r}: use 'all' or 'memory'")
         if m.update_rule not in ("delta", "linear"):

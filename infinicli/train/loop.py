@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from infinicli.model import InfiniLlama, LoRADelta, Memory
+from infinicli.model import InfiniLlama, LoRADelta, Memory, is_adapter_key
 from infinicli.train.config import CONFIG_NAME, TrainConfig
 from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
 
@@ -263,9 +263,9 @@ def trainable_parameters(model: InfiniLlama, mode: str) -> tuple[list, list]:
     for name, p in model.named_parameters():
         if name.endswith(".gate"):
             gates.append((name, p))
-        elif mode == "lora" and ".lora_" in name:
+        elif mode == "lora" and (".lora_" in name or name.endswith(".mem_k_conv")):
             others.append((name, p))
-        elif mode == "full" and ".self_attn." in name and name.endswith("_proj.weight"):
+        elif mode == "full" and ".self_attn." in name and name.endswith(("_proj.weight", ".mem_k_conv")):
             others.append((name, p))
     keep = {id(p) for _, p in gates + others}
     for p in model.parameters():
@@ -306,8 +306,11 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
         model.icfg.lora_targets = tuple(m.lora_targets)
         model.icfg.lora_scope = m.lora_scope
         model.add_lora()
+    if m.key_conv > 0 and model.icfg.key_conv <= 0:
+        model.icfg.key_conv = int(m.key_conv)
+        model.add_key_conv()
     for name, p in model.named_parameters():
-        if name.endswith(".gate") or ".lora_" in name:
+        if is_adapter_key(name):
             p.data = p.data.float()
     model.to(device)
     base = None
