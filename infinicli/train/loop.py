@@ -263,7 +263,7 @@ def trainable_parameters(model: InfiniLlama, mode: str) -> tuple[list, list]:
     for name, p in model.named_parameters():
         if name.endswith(".gate"):
             gates.append((name, p))
-        elif mode == "lora" and (".lora_" in name or name.endswith(".mem_k_conv")):
+        elif mode == "lora" and is_adapter_key(name):  # LoRA matrices and key convolutions
             others.append((name, p))
         elif mode == "full" and ".self_attn." in name and name.endswith(("_proj.weight", ".mem_k_conv")):
             others.append((name, p))
