@@ -163,6 +163,31 @@ def test_held_out_babi_stories_never_reach_training():
 # -- data layout ------------------------------------------------------------------------------------------
 
 
+def test_recall_samples_ask_back_a_long_sequence_held_in_memory(tok, factory):
+    """A recall needle holds 8-20 digits or 4-8 words; the answer repeats them in order, every token
+    supervised; off by default (weight 0) and drawn only when its weight is set."""
+    rng = random.Random(3)
+    seen_words = seen_digits = False
+    for _ in range(12):
+        s = factory.sample(rng, 3, "recall")
+        seq = s.answer.split(" is", 1)[1].strip(" :.")
+        assert len(s.inserts) == 1 and s.inserts[0].count(seq) == 2
+        if seq.isdigit():
+            seen_digits = True
+            assert 8 <= len(seq) <= 20
+        else:
+            seen_words = True
+            assert 4 <= len(seq.split()) <= 8
+        supervised = [x for x in s.labels if x != IGNORE]
+        assert supervised == tok.encode(s.answer) + [tok.eos_id]
+        assert tok.decode(supervised[:-1]).endswith(seq + ".")
+        in_memory = tok.decode([t for seg in s.segments for t in seg])
+        assert s.inserts[0] in in_memory or s.inserts[0] in tok.decode(s.final)  # local samples: in the tail
+    assert seen_digits and seen_words
+    assert factory.weights["recall"] == 0.0
+    assert {factory.sample(rng, 2).kind for _ in range(30)} <= {"passkey", "babi", "lm"}
+
+
 def test_samples_have_the_engines_layout(tiny_model_dir, tok, factory):
     """Segments and final segment are exactly what Engine.read + Engine.final_segment feed the model."""
     from infinicli.engine import Engine
@@ -179,7 +204,7 @@ def test_samples_have_the_engines_layout(tiny_model_dir, tok, factory):
 
     engine.write_segment = spy
     rng = random.Random(1)
-    for kind in ["passkey", "passkey", "babi", "lm"]:
+    for kind in ["passkey", "passkey", "recall", "babi", "lm"]:
         n = rng.randint(2, 3)
         s = factory.sample(rng, n, kind)
         assert s.kind == kind and len(s.segments) == n and all(len(x) == S for x in s.segments)

@@ -57,6 +57,7 @@ class DataSection:
     passkey: float = 0.5  # mixture weights (normalised)
     babi: float = 0.2
     lm: float = 0.3
+    recall: float = 0.0  # long digit / word sequences asked back whole (many ordered retrievals per sample)
     books: list[str] = field(
         default_factory=lambda: ["books/war_and_peace.txt", "books/tiny_shakespeare.txt"]
     )
@@ -160,7 +161,7 @@ class TrainConfig:
             raise ConfigError("optim.batch_size and optim.grad_accum must be >= 1")
         if o.schedule not in ("constant", "cosine"):
             raise ConfigError(f"optim.schedule = {o.schedule!r}: use 'constant' or 'cosine'")
-        if min(d.passkey, d.babi, d.lm) < 0 or d.passkey + d.babi + d.lm <= 0:
+        if min(d.passkey, d.babi, d.lm, d.recall) < 0 or d.passkey + d.babi + d.lm + d.recall <= 0:
             raise ConfigError("data: mixture weights must be >= 0 and not all zero")
         for b in d.books:
             if Path(b).name in HELD_OUT_BOOKS:

@@ -18,6 +18,9 @@ token for token (tests check it against the engine), and every generator below b
   filler sentences or natural book text), sometimes with a distracting second needle of another kind;
 * babi: the facts of a bAbI story (train split, minus the stories held out in infinicli.babi), scattered in
   order through book text, the question at the end, the one-word answer (BABILong style);
+* recall: a long sequence (8-20 digits, or 4-8 words) in one needle, asked back whole: every answer token
+  is a retrieval that depends on the token before it, so one sample supervises the order of many tokens
+  read through memory (the pass-key misses were the right digits in the wrong order);
 * lm: plain book text with next-token loss on every segment and on the tail, memory carried.
 
 Distillation inputs (`DistillPool`) are short chat turns (fixed prompts and book-passage prompts) that the
@@ -84,6 +87,34 @@ NEEDLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "The {thing} is hidden in the {place}.",
     ),
 )
+# recall needles: {s} a long sequence of digits or words (the same fields as NEEDLES otherwise)
+RECALL_NEEDLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        "The pass key is {s}. Remember it. {s} is the pass key.",
+        ("What is the pass key?", "Tell me the pass key."),
+        "The pass key is {s}.",
+    ),
+    (
+        "The serial number is {s}. Write it down: {s}.",
+        ("What is the serial number?", "Which serial number does the text give?"),
+        "The serial number is {s}.",
+    ),
+    (
+        "The account number is {s}. Keep it safe: the account number is {s}.",
+        ("What is the account number?",),
+        "The account number is {s}.",
+    ),
+    (
+        "The password is: {s}. Say it exactly like that: {s}.",
+        ("What is the password?", "Tell me the password, word for word."),
+        "The password is: {s}.",
+    ),
+)
+RECALL_WORDS = (
+    "apple", "river", "stone", "candle", "window", "tiger", "violet", "hammer", "cloud", "mirror", "garden",
+    "pepper", "rocket", "silver", "ladder", "orange", "castle", "feather", "button", "harbor", "lemon",
+    "forest", "copper", "pencil", "thunder", "marble", "desert", "anchor", "velvet", "engine", "meadow",
+)  # fmt: skip
 PEOPLE = (
     "Alice", "Omar", "Priya", "Lena", "Hiro", "Carlos", "Fatima", "Ivan", "Grace", "Tomas", "Amara", "Kenji",
     "Sofia", "Mateo", "Ingrid", "Yusuf", "Chloe", "Arjun", "Nadia", "Felix", "Mei", "Oscar", "Zara", "Bruno",
@@ -313,11 +344,16 @@ class SampleFactory:
         for i, t in enumerate(self.books):
             probe = t[:200_000]
             self._cpt[i] = len(probe) / max(1, len(tok.encode(probe)))
-        w = {"passkey": self.cfg.passkey, "babi": self.cfg.babi if self.babi else 0.0, "lm": self.cfg.lm}
+        w = {
+            "passkey": self.cfg.passkey,
+            "recall": self.cfg.recall,
+            "babi": self.cfg.babi if self.babi else 0.0,
+            "lm": self.cfg.lm,
+        }
         if not self.books:
             w["lm"] = 0.0  # LM samples need natural text
         if sum(w.values()) <= 0:
-            w = {"passkey": 1.0, "babi": 0.0, "lm": 0.0}
+            w = {"passkey": 1.0, "recall": 0.0, "babi": 0.0, "lm": 0.0}
         self.weights = w
 
     @classmethod
@@ -485,6 +521,21 @@ class SampleFactory:
         )
         return needle.format(**f), rng.choice(questions).format(**f), answer.format(**f)
 
+    def recall(self, rng: random.Random, n: int) -> Sample | None:
+        """A needle holding a long digit or word sequence, asked back whole (see the module docstring)."""
+        idx = rng.randrange(len(RECALL_NEEDLES))
+        needle, questions, answer = RECALL_NEEDLES[idx]
+        if idx < 3:
+            seq = str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(rng.randint(7, 19)))
+        else:
+            seq = " ".join(rng.sample(RECALL_WORDS, rng.randint(4, 8)))
+        inserts = [needle.format(s=seq)]
+        local = rng.random() < self.cfg.local
+        doc = self._document(rng, n, inserts, local, filler=rng.random() < self.cfg.filler_haystack)
+        if doc is None:
+            return None
+        return self._qa_sample("recall", doc, rng.choice(questions), answer.format(s=seq), inserts)
+
     def passkey(self, rng: random.Random, n: int) -> Sample | None:
         """A needle (passkey or another fact) in a filler or book haystack; question and answer about it."""
         # the classic pass key in half of the samples, the other templates share the rest
@@ -540,9 +591,10 @@ class SampleFactory:
     def sample(self, rng: random.Random, n: int, kind: str | None = None) -> Sample:
         """A sample with n segments in memory; kind drawn from the mixture weights when None."""
         kinds = list(self.weights)
+        makers = {"passkey": self.passkey, "recall": self.recall, "babi": self.babi_sample, "lm": self.lm}
         for _ in range(20):
             k = kind or rng.choices(kinds, weights=[self.weights[x] for x in kinds])[0]
-            make = {"passkey": self.passkey, "babi": self.babi_sample, "lm": self.lm}[k]
+            make = makers[k]
             s = make(rng, n)
             if s is not None:
                 return s
