@@ -161,7 +161,8 @@ class TrainConfig:
             raise ConfigError("optim.batch_size and optim.grad_accum must be >= 1")
         if o.schedule not in ("constant", "cosine"):
             raise ConfigError(f"optim.schedule = {o.schedule!r}: use 'constant' or 'cosine'")
-        if min(d.passkey, d.babi, d.lm, d.recall) < 0 or d.passkey + d.babi + d.lm + d.recall <= 0:
+        weights = (d.passkey, d.recall, d.babi, d.lm)
+        if min(weights) < 0 or sum(weights) <= 0:
             raise ConfigError("data: mixture weights must be >= 0 and not all zero")
         for b in d.books:
             if Path(b).name in HELD_OUT_BOOKS:

@@ -87,27 +87,31 @@ NEEDLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "The {thing} is hidden in the {place}.",
     ),
 )
-# recall needles: {s} a long sequence of digits or words (the same fields as NEEDLES otherwise)
-RECALL_NEEDLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+# recall needles: (needle, questions, answer, words); {s} a long sequence of words (words) or digits
+RECALL_NEEDLES: tuple[tuple[str, tuple[str, ...], str, bool], ...] = (
     (
         "The pass key is {s}. Remember it. {s} is the pass key.",
         ("What is the pass key?", "Tell me the pass key."),
         "The pass key is {s}.",
+        False,
     ),
     (
         "The serial number is {s}. Write it down: {s}.",
         ("What is the serial number?", "Which serial number does the text give?"),
         "The serial number is {s}.",
+        False,
     ),
     (
         "The account number is {s}. Keep it safe: the account number is {s}.",
         ("What is the account number?",),
         "The account number is {s}.",
+        False,
     ),
     (
         "The password is: {s}. Say it exactly like that: {s}.",
         ("What is the password?", "Tell me the password, word for word."),
         "The password is: {s}.",
+        True,
     ),
 )
 RECALL_WORDS = (
@@ -344,16 +348,20 @@ class SampleFactory:
         for i, t in enumerate(self.books):
             probe = t[:200_000]
             self._cpt[i] = len(probe) / max(1, len(tok.encode(probe)))
-        w = {
-            "passkey": self.cfg.passkey,
-            "recall": self.cfg.recall,
-            "babi": self.cfg.babi if self.babi else 0.0,
-            "lm": self.cfg.lm,
+        # sample kinds: their makers, and their mixture weights (data.<kind>)
+        self._makers = {
+            "passkey": self.passkey,
+            "recall": self.recall,
+            "babi": self.babi_sample,
+            "lm": self.lm,
         }
+        w = {k: float(getattr(self.cfg, k)) for k in self._makers}
+        if not self.babi:
+            w["babi"] = 0.0
         if not self.books:
             w["lm"] = 0.0  # LM samples need natural text
         if sum(w.values()) <= 0:
-            w = {"passkey": 1.0, "recall": 0.0, "babi": 0.0, "lm": 0.0}
+            w = {k: float(k == "passkey") for k in w}
         self.weights = w
 
     @classmethod
@@ -523,18 +531,25 @@ class SampleFactory:
 
     def recall(self, rng: random.Random, n: int) -> Sample | None:
         """A needle holding a long digit or word sequence, asked back whole (see the module docstring)."""
-        idx = rng.randrange(len(RECALL_NEEDLES))
-        needle, questions, answer = RECALL_NEEDLES[idx]
-        if idx < 3:
-            seq = str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(rng.randint(7, 19)))
-        else:
+        needle, questions, answer, words = RECALL_NEEDLES[rng.randrange(len(RECALL_NEEDLES))]
+        if words:
             seq = " ".join(rng.sample(RECALL_WORDS, rng.randint(4, 8)))
+        else:
+            seq = str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(rng.randint(7, 19)))
         inserts = [needle.format(s=seq)]
-        local = rng.random() < self.cfg.local
-        doc = self._document(rng, n, inserts, local, filler=rng.random() < self.cfg.filler_haystack)
+        doc = self._needle_document(rng, n, inserts)
         if doc is None:
             return None
         return self._qa_sample("recall", doc, rng.choice(questions), answer.format(s=seq), inserts)
+
+    def _needle_document(
+        self, rng: random.Random, n: int, inserts: list[str]
+    ) -> tuple[str, str, list[int]] | None:
+        """`_document` for needles: a filler or book haystack, the needles in memory (in the tail for a
+        `local` share of samples)."""
+        local = rng.random() < self.cfg.local
+        filler = rng.random() < self.cfg.filler_haystack
+        return self._document(rng, n, inserts, local, filler)
 
     def passkey(self, rng: random.Random, n: int) -> Sample | None:
         """A needle (passkey or another fact) in a filler or book haystack; question and answer about it."""
@@ -545,9 +560,7 @@ class SampleFactory:
         if rng.random() < self.cfg.second_needle:
             other = rng.choice([i for i in range(len(NEEDLES)) if i != idx])
             inserts.insert(rng.randrange(2), self._needle(rng, other)[0])
-        local = rng.random() < self.cfg.local
-        filler = rng.random() < self.cfg.filler_haystack
-        doc = self._document(rng, n, inserts, local, filler)
+        doc = self._needle_document(rng, n, inserts)
         if doc is None:
             return None
         return self._qa_sample("passkey", doc, question, answer, inserts)
@@ -591,11 +604,9 @@ class SampleFactory:
     def sample(self, rng: random.Random, n: int, kind: str | None = None) -> Sample:
         """A sample with n segments in memory; kind drawn from the mixture weights when None."""
         kinds = list(self.weights)
-        makers = {"passkey": self.passkey, "recall": self.recall, "babi": self.babi_sample, "lm": self.lm}
         for _ in range(20):
             k = kind or rng.choices(kinds, weights=[self.weights[x] for x in kinds])[0]
-            make = makers[k]
-            s = make(rng, n)
+            s = self._makers[k](rng, n)
             if s is not None:
                 return s
         raise RuntimeError(f"cannot make a {kind or 'training'} sample with {n} segments of {self.S} tokens")
