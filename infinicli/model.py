@@ -444,20 +444,46 @@ class InfiniLlama(nn.Module):
         With a KV cache the positions continue from the cached length (decoding inside the final segment).
         Returns (logits [B, T or 1, V] or final hidden states when hidden=True or None, new memory).
         """
-        B, T = ids.shape
-        x = self.model.embed_tokens(ids)
-        past = kv.length if kv is not None else 0
         if kv is not None and not kv.k:
             kv.k = [None] * self.cfg.n_layers
             kv.v = [None] * self.cfg.n_layers
-        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.rope_theta, past, T, ids.device, x.dtype)
-        new_M, new_z = [], []
         reading = write and logits is None and not hidden and kv is None  # only the memory is wanted
-        last = len(self.model.layers) - 1
-        for i, block in enumerate(self.model.layers):
-            Mi = None if memory.is_empty else memory.M[i]
-            zi = None if memory.is_empty else memory.z[i]
-            skip = reading and i == last  # nothing reads the last layer's output: write its memory only
+        x, memory = self.forward_layers(
+            self.model.embed_tokens(ids), memory, 0, self.cfg.n_layers, write=write, kv=kv, output=not reading
+        )
+        if logits is None and not hidden:
+            return None, memory
+        if logits == "last":
+            x = x[:, -1:]
+        h = self.model.norm(x)
+        return (h if hidden else self.head(h)), memory
+
+    def forward_layers(
+        self,
+        x: torch.Tensor,  # [B, T, C] hidden states entering layer `start` (the embeddings when start = 0)
+        memory: Memory,  # memory of layers start..stop-1 only: M [stop-start, B, Hkv, d, d]
+        start: int,
+        stop: int,
+        *,
+        write: bool = True,
+        kv: KVCache | None = None,
+        output: bool = True,
+    ) -> tuple[torch.Tensor, Memory]:
+        """Layers [start, stop) of one segment → (hidden states leaving layer stop-1, their new memory).
+
+        Training splits a segment here: frozen lower layers run without autograd, the trained upper ones under
+        activation checkpointing. output=False: the caller wants only the memory, so the last layer of the
+        range writes its memory without computing its output (x is then returned as it entered that layer).
+        """
+        T = x.shape[1]
+        past = kv.length if kv is not None else 0
+        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.rope_theta, past, T, x.device, x.dtype)
+        new_M, new_z = [], []
+        for i in range(start, stop):
+            block = self.model.layers[i]
+            Mi = None if memory.is_empty else memory.M[i - start]
+            zi = None if memory.is_empty else memory.z[i - start]
+            skip = not output and i == stop - 1  # nothing reads this layer's output: write its memory only
             a, Mi, zi = block.self_attn(block.input_layernorm(x), cos, sin, Mi, zi, write, kv, i, skip)
             if not skip:
                 if torch.is_grad_enabled():
@@ -471,12 +497,7 @@ class InfiniLlama(nn.Module):
                 new_z.append(zi)
         if write:
             memory = Memory(torch.stack(new_M), torch.stack(new_z), memory.segments + 1)
-        if logits is None and not hidden:
-            return None, memory
-        if logits == "last":
-            x = x[:, -1:]
-        h = self.model.norm(x)
-        return (h if hidden else self.head(h)), memory
+        return x, memory
 
     def empty_memory(self, batch: int = 1) -> Memory:
         return Memory.empty(self.cfg, batch, self.model.embed_tokens.weight.device)

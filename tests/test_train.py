@@ -279,6 +279,41 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(trained_part
         torch.testing.assert_close(g1[k], g2[k], rtol=1e-5, atol=1e-7)
 
 
+def test_frozen_lower_layers_run_without_autograd_and_give_the_same_gradients(
+    tiny_model_dir, corpus, tmp_path, factory
+):
+    """model.train_from_layer = 1: layer 0 runs outside autograd (and outside the checkpointed
+    recomputation), yet loss and gradients of the layer-1 parameters equal those of the whole-model pass
+    with layer 0 frozen."""
+    from infinicli.train.loop import Objective, build_training_model, trainable_parameters
+
+    cfg = tiny_config(tiny_model_dir, corpus, tmp_path, "model.train_from_layer=1")
+    torch.manual_seed(0)
+    lm, _, _ = build_training_model(cfg, torch.device("cpu"))
+    model = lm.model
+    gates, others = trainable_parameters(model, "lora", 1)
+    names = [n for n, _ in gates + others]
+    assert names and all(n.startswith("model.layers.1.") for n in names)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("model.layers.0."))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B" in name:
+                p.normal_(0, 0.02)
+    rng = random.Random(11)
+    batch = collate([factory.sample(rng, 3, "passkey"), factory.sample(rng, 3, "lm")])
+    assert batch.segment_labels is not None
+    whole = tiny_config(tiny_model_dir, corpus, tmp_path)  # train_from_layer = 0: every layer under autograd
+    l_ref, g_ref = _grads(model, Objective(model, whole), batch, grad_checkpoint=False)
+    for ckpt in (True, False):
+        loss, grads = _grads(model, Objective(model, cfg), batch, grad_checkpoint=ckpt)
+        torch.testing.assert_close(loss, l_ref, rtol=1e-6, atol=1e-6)
+        assert grads.keys() == g_ref.keys() == set(names)
+        for k in grads:
+            torch.testing.assert_close(grads[k], g_ref[k], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ConfigError, match="train_from_layer"):
+        load_config(None, ["model.train_from_layer=-1"])
+
+
 # -- the loop ---------------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,9 @@ class ModelSection:
     # > 0: a causal convolution over this many positions on the memory keys (trained with the LoRA; see
     # model.InfiniConfig.key_conv). Added to an init_adapter that has none.
     key_conv: int = 0
+    # > 0: layers below this one stay frozen (gates and LoRA included) and run without autograd, so the
+    # backward pass and its recomputation cover only the layers above: cheaper steps on a CPU
+    train_from_layer: int = 0
 
 
 @dataclass
@@ -149,6 +152,8 @@ class TrainConfig:
             raise ConfigError("model.train = 'lora' needs model.lora_rank > 0")
         if not 0 <= m.key_conv <= 16:
             raise ConfigError(f"model.key_conv = {m.key_conv}: use 0 (none) to 16 positions")
+        if m.train_from_layer < 0:
+            raise ConfigError(f"model.train_from_layer = {m.train_from_layer}: use 0 (all train) or more")
         if m.lora_scope not in ("all", "memory"):
             raise ConfigError(f"model.lora_scope = {m.lora_scope!r}: use 'all' or 'memory'")
         if m.update_rule not in ("delta", "linear"):

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from infinicli.model import InfiniLlama, LoRADelta, Memory, is_adapter_key
-from infinicli.train.config import CONFIG_NAME, TrainConfig
+from infinicli.train.config import CONFIG_NAME, ConfigError, TrainConfig
 from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -101,28 +101,56 @@ def _ce(model: InfiniLlama, h: torch.Tensor, labels: torch.Tensor) -> tuple[torc
 def _segment(
     model: InfiniLlama,
     index: int,
-    ids: torch.Tensor,
+    x: torch.Tensor,
     labels: torch.Tensor | None,
     M: torch.Tensor,
     z: torch.Tensor,
+    start: int,
 ) -> tuple[torch.Tensor, ...]:
-    """Write segment `index` to memory (memory tensors in and out, for checkpointing); LM loss if labelled."""
-    memory = Memory(M, z, index)
+    """Write segment `index` to the memory of layers start.. (memory tensors in and out, for checkpointing);
+    x [B, T, C]: the hidden states entering layer `start`. LM loss if labelled."""
+    L = model.cfg.n_layers
     if labels is None:
-        _, new = model.forward_segment(ids, memory, write=True, logits=None)
-        zero = M.new_zeros(ids.shape[0])
+        _, new = model.forward_layers(x, Memory(M, z, index), start, L, write=True, output=False)
+        zero = M.new_zeros(x.shape[0])
         return zero, zero, new.M, new.z
-    h, new = model.forward_segment(ids, memory, write=True, hidden=True)
-    ce, count, _ = _ce(model, h, labels)
+    h, new = model.forward_layers(x, Memory(M, z, index), start, L, write=True)
+    ce, count, _ = _ce(model, model.model.norm(h), labels)
     return ce, count, new.M, new.z
 
 
 def _final(
-    model: InfiniLlama, index: int, ids: torch.Tensor, labels: torch.Tensor, M: torch.Tensor, z: torch.Tensor
+    model: InfiniLlama,
+    index: int,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    M: torch.Tensor,
+    z: torch.Tensor,
+    start: int,
 ) -> tuple[torch.Tensor, ...]:
-    """The final segment: reads the memory of `index` segments (no write); loss on the labelled positions."""
-    h, _ = model.forward_segment(ids, Memory(M, z, index), write=False, hidden=True)
-    return _ce(model, h, labels)
+    """The final segment from layer `start` on: reads the memory of `index` segments (no write); loss on the
+    labelled positions."""
+    h, _ = model.forward_layers(x, Memory(M, z, index), start, model.cfg.n_layers, write=False)
+    return _ce(model, model.model.norm(h), labels)
+
+
+@torch.no_grad()
+def _frozen(
+    model: InfiniLlama,
+    index: int,
+    ids: torch.Tensor,
+    M: torch.Tensor,
+    z: torch.Tensor,
+    stop: int,
+    write: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Layers below `stop` (nothing there trains): no autograd graph, no recomputation in the backward pass.
+    → (hidden states entering layer `stop`, their new memory M, z)."""
+    x = model.model.embed_tokens(ids)
+    if stop == 0:
+        return x, M, z
+    x, new = model.forward_layers(x, Memory(M, z, index), 0, stop, write=write)
+    return (x, new.M, new.z) if write else (x, M, z)
 
 
 @contextlib.contextmanager
@@ -160,16 +188,19 @@ class Objective(nn.Module):
         ckpt = self.cfg.run.grad_checkpoint if grad_checkpoint is None else grad_checkpoint
         B, n, _ = batch.segments.shape
         memory = model.empty_memory(B)
-        M, z = memory.M, memory.z
+        N = self.cfg.model.train_from_layer  # layers below N are frozen: they run without autograd
+        M_lo, z_lo, M, z = memory.M[:N], memory.z[:N], memory.M[N:], memory.z[N:]
         lm_sum, lm_cnt = M.new_zeros(()), M.new_zeros(())
         for j in range(n):
             labels = None if batch.segment_labels is None else batch.segment_labels[:, j]
-            args = (model, j, batch.segments[:, j], labels, M, z)
+            x, M_lo, z_lo = _frozen(model, j, batch.segments[:, j], M_lo, z_lo, N, write=True)
+            args = (model, j, x, labels, M, z, N)
             ce, count, M, z = checkpoint(_segment, *args, use_reentrant=False) if ckpt else _segment(*args)
             if detach_memory:  # for tests only: training as it would be with the memory cut between segments
                 M, z = M.detach(), z.detach()
             lm_sum, lm_cnt = lm_sum + ce.sum(), lm_cnt + count.sum()
-        args = (model, n, batch.final, batch.labels, M, z)
+        x, _, _ = _frozen(model, n, batch.final, M_lo, z_lo, N, write=False)
+        args = (model, n, x, batch.labels, M, z, N)
         ce, count, wrong = checkpoint(_final, *args, use_reentrant=False) if ckpt else _final(*args)
         qa = torch.tensor([k != "lm" for k in batch.kinds], device=ce.device, dtype=ce.dtype)
         ans_sum, ans_cnt = (ce * qa).sum(), (count * qa).sum()
@@ -257,10 +288,20 @@ def init_distributed(device_setting: str) -> tuple[Dist, torch.device]:
     return Dist(), device
 
 
-def trainable_parameters(model: InfiniLlama, mode: str) -> tuple[list, list]:
-    """(gates, others) as lists of (name, parameter); sets requires_grad accordingly."""
+def layer_of(name: str) -> int | None:
+    """The decoder layer a parameter belongs to ("model.layers.7.self_attn.gate" → 7), None outside them."""
+    parts = name.split(".")
+    return int(parts[2]) if len(parts) > 2 and parts[:2] == ["model", "layers"] else None
+
+
+def trainable_parameters(model: InfiniLlama, mode: str, from_layer: int = 0) -> tuple[list, list]:
+    """(gates, others) as lists of (name, parameter); sets requires_grad accordingly. Parameters of layers
+    below `from_layer` stay frozen."""
     gates, others = [], []
     for name, p in model.named_parameters():
+        layer = layer_of(name)
+        if layer is not None and layer < from_layer:
+            continue
         if name.endswith(".gate"):
             gates.append((name, p))
         elif mode == "lora" and is_adapter_key(name):  # LoRA matrices and key convolutions
@@ -483,7 +524,13 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)  # identical LoRA initialisation on every rank
         self.loaded, self.tok, base = build_training_model(cfg, self.device)
         self.model = self.loaded.model
-        self.gates, self.others = trainable_parameters(self.model, cfg.model.train)
+        if cfg.model.train_from_layer >= self.model.cfg.n_layers:
+            raise ConfigError(
+                f"model.train_from_layer = {cfg.model.train_from_layer}: this model has "
+                f"{self.model.cfg.n_layers} layers (0-{self.model.cfg.n_layers - 1})"
+            )
+        train_from = cfg.model.train_from_layer
+        self.gates, self.others = trainable_parameters(self.model, cfg.model.train, train_from)
         self.named = self.gates + self.others
         self.opt = make_optimizer(self.gates, self.others, cfg)
         self.objective = Objective(self.model, cfg, base)
