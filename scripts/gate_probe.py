@@ -1,0 +1,42 @@
+"""Perplexity with the memory kept only in chosen layers: every other layer's gate closed (sigmoid(β) = 0).
+
+An ablation, not a product setting: it shows how much of the memory's perplexity cost comes from layers
+whose reads do not select anything (see scripts/memory_probe.py). Same scoring as `infini bench ppl`.
+
+    python scripts/gate_probe.py --keep 22,23 --tokens 8k
+    python scripts/gate_probe.py --keep all --adapter runs/x/adapter.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from infinicli.bench import ppl
+from infinicli.bench.common import corpus_dir, parse_length
+from infinicli.session import Options, Session
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--adapter", default="default")
+    ap.add_argument("--keep", default="22,23", help="layers whose memory stays ('all': none closed)")
+    ap.add_argument("--segment-len", type=int, default=1024)
+    ap.add_argument("--tokens", default="8k")
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args()
+
+    eng = Session(Options(adapter=a.adapter, segment_len=a.segment_len, threads=a.threads)).engine
+    if a.keep != "all":
+        keep = {int(x) for x in a.keep.split(",")}
+        for i, blk in enumerate(eng.model.model.layers):
+            if i not in keep:
+                blk.self_attn.gate.data.fill_(-1e4)  # sigmoid(-1e4) = 0: local attention only
+    toks = ppl.book_tokens(eng, corpus_dir() / ppl.DEFAULT_BOOK, parse_length(a.tokens))
+    r = ppl.perplexities(eng, toks)
+    print(f"memory kept in layers {a.keep}, {r['tokens']} tokens, segments of {eng.segment_len}:")
+    for m, v in r["methods"].items():
+        print(f"  {m:15s} {v['ppl']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
