@@ -134,6 +134,24 @@ def test_reading_without_logits_gives_same_memory(tiny_pair):
     torch.testing.assert_close(m1.z, m2.z, rtol=0, atol=0)
 
 
+def test_segment_split_into_layer_ranges_equals_the_whole_segment(tiny_pair):
+    """forward_layers over [0, N) then [N, L), each with its slice of the memory, is forward_segment."""
+    _, ours = tiny_pair
+    L = ours.cfg.n_layers
+    ids = torch.randint(0, 97, (3, 1, 16))
+    whole = ours.empty_memory()
+    lo, hi = ours.empty_memory(), ours.empty_memory()
+    lo.M, lo.z, hi.M, hi.z = lo.M[:1], lo.z[:1], hi.M[1:], hi.z[1:]
+    with torch.no_grad():
+        for seg in ids:
+            h_whole, whole = ours.forward_segment(seg, whole, hidden=True)
+            x, lo = ours.forward_layers(ours.model.embed_tokens(seg), lo, 0, 1)
+            x, hi = ours.forward_layers(x, hi, 1, L)
+            torch.testing.assert_close(ours.model.norm(x), h_whole, rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([lo.M, hi.M]), whole.M, rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([lo.z, hi.z]), whole.z, rtol=0, atol=0)
+
+
 def test_lora_starts_as_identity_and_merges(tiny_pair):
     _, ours = tiny_pair
     ids = torch.randint(0, 97, (1, 16))
