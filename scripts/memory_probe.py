@@ -86,12 +86,12 @@ def main() -> None:
         seg_names = [eng.tok.decode([t]) for t in toks[ns * S : (ns + 1) * S]]
         print(f"key {key}: {len(toks)} tokens, {nseg} segments of {S} in memory, needle in segment {ns}")
         print(f"share of the read on the needle's segment (uniform = {1 / nseg:.3f}), mean over query heads:")
-        rows = []
+        rows, sq_at = [], {}  # sq_at: layer → σ(q) at the answer positions [P, H, d]
         for li, blk in enumerate(m.model.layers):
             att = blk.self_attn
             xq = inputs[li]
             q = att._mem_delta("q_proj", xq, att.q_proj(xq))[0].view(-1, H, d).float()
-            sq = mem.sigma(q[qpos])  # [P, H, d]
+            sq = sq_at[li] = mem.sigma(q[qpos])  # [P, H, d]
             kv = torch.arange(H) // G
             share = (sq * dz_needle[li, kv]).sum(-1) / (sq * z[li, kv]).sum(-1)  # [P, H]
             gate = torch.sigmoid(att.gate.float())
@@ -102,11 +102,10 @@ def main() -> None:
             att = m.model.layers[li].self_attn
             xk = x_needle[li]
             sk = mem.sigma(att._mem_keys(xk, att.k_proj(xk)).float())[0, h // G]  # [S, d]
-            xq = inputs[li]
-            sq = mem.sigma(att._mem_delta("q_proj", xq, att.q_proj(xq))[0].view(-1, H, d).float()[:, h])
             cells = []
-            for p in qpos:
-                w = (sk @ sq[p]) / (sq[p] @ z[li, h // G])  # [S]
+            for i, p in enumerate(qpos):
+                sq = sq_at[li][i, h]  # [d]
+                w = (sk @ sq) / (sq @ z[li, h // G])  # [S]
                 top = torch.topk(w, 5).indices.tolist()
                 here, nxt = eng.tok.decode([ftoks[p]]), eng.tok.decode([ftoks[p + 1]])
                 cells.append(f"{here!r}→{nxt!r}: " + " ".join(f"{seg_names[j]!r}{w[j]:.2f}" for j in top))

@@ -147,10 +147,10 @@ def _frozen(
     """Layers below `stop` (nothing there trains): no autograd graph, no recomputation in the backward pass.
     → (hidden states entering layer `stop`, their new memory M, z)."""
     x = model.model.embed_tokens(ids)
-    if stop == 0:
+    if stop == 0:  # nothing frozen
         return x, M, z
-    x, new = model.forward_layers(x, Memory(M, z, index), 0, stop, write=write)
-    return (x, new.M, new.z) if write else (x, M, z)
+    x, new = model.forward_layers(x, Memory(M, z, index), 0, stop, write=write)  # write=False: M, z as given
+    return x, new.M, new.z
 
 
 @contextlib.contextmanager
@@ -288,19 +288,13 @@ def init_distributed(device_setting: str) -> tuple[Dist, torch.device]:
     return Dist(), device
 
 
-def layer_of(name: str) -> int | None:
-    """The decoder layer a parameter belongs to ("model.layers.7.self_attn.gate" → 7), None outside them."""
-    parts = name.split(".")
-    return int(parts[2]) if len(parts) > 2 and parts[:2] == ["model", "layers"] else None
-
-
 def trainable_parameters(model: InfiniLlama, mode: str, from_layer: int = 0) -> tuple[list, list]:
     """(gates, others) as lists of (name, parameter); sets requires_grad accordingly. Parameters of layers
     below `from_layer` stay frozen."""
+    frozen = {id(p) for block in model.model.layers[:from_layer] for p in block.parameters()}
     gates, others = [], []
     for name, p in model.named_parameters():
-        layer = layer_of(name)
-        if layer is not None and layer < from_layer:
+        if id(p) in frozen:
             continue
         if name.endswith(".gate"):
             gates.append((name, p))
@@ -524,12 +518,11 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)  # identical LoRA initialisation on every rank
         self.loaded, self.tok, base = build_training_model(cfg, self.device)
         self.model = self.loaded.model
-        if cfg.model.train_from_layer >= self.model.cfg.n_layers:
+        train_from, n_layers = cfg.model.train_from_layer, self.model.cfg.n_layers
+        if train_from >= n_layers:
             raise ConfigError(
-                f"model.train_from_layer = {cfg.model.train_from_layer}: this model has "
-                f"{self.model.cfg.n_layers} layers (0-{self.model.cfg.n_layers - 1})"
+                f"model.train_from_layer = {train_from}: this model has {n_layers} layers (0-{n_layers - 1})"
             )
-        train_from = cfg.model.train_from_layer
         self.gates, self.others = trainable_parameters(self.model, cfg.model.train, train_from)
         self.named = self.gates + self.others
         self.opt = make_optimizer(self.gates, self.others, cfg)
