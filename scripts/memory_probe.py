@@ -97,7 +97,11 @@ def main() -> None:
             gate = torch.sigmoid(att.gate.float())
             print(f"  layer {li:2d}: {share.mean():.3f} (best head {share.mean(0).max():.3f})")
             rows += [(share[:, h].mean().item(), li, h, gate[h].item()) for h in range(H)]
-        print("most needle-selective heads: the 5 needle-segment tokens read most at each answer position")
+        off = pos - ns * S  # where the key (" " + digits) starts in the needle's segment
+        print(
+            "most needle-selective heads: the 5 needle-segment tokens read most at each answer position "
+            "(token@offset, the space before the key @0: weight)"
+        )
         for share, li, h, gate in sorted(rows, reverse=True)[: a.heads]:
             att = m.model.layers[li].self_attn
             xk = x_needle[li]
@@ -108,7 +112,8 @@ def main() -> None:
                 w = (sk @ sq) / (sq @ z[li, h // G])  # [S]
                 top = torch.topk(w, 5).indices.tolist()
                 here, nxt = eng.tok.decode([ftoks[p]]), eng.tok.decode([ftoks[p + 1]])
-                cells.append(f"{here!r}→{nxt!r}: " + " ".join(f"{seg_names[j]!r}{w[j]:.2f}" for j in top))
+                read = " ".join(f"{seg_names[j]!r}@{j - off}:{w[j]:.2f}" for j in top)
+                cells.append(f"{here!r}→{nxt!r}: {read}")
             print(f"  L{li} h{h} (gate {gate:.2f}, share {share:.2f}) | " + " | ".join(cells))
 
 

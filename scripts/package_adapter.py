@@ -6,6 +6,11 @@ training metadata, adding `packaged` (source file, trained and shipped segment l
 
     python scripts/package_adapter.py runs/cpu2/adapter.safetensors \
         infinicli/adapters/smollm2-135m.safetensors --segment-len 1024
+
+`--memory-layers 22,23` closes the gate of every other layer (β = CLOSED, sigmoid(β) = 0 in fp32): those
+layers then attend locally only, as with an empty memory, while the listed layers keep their trained gates.
+A structural choice, recorded in the metadata: `scripts/memory_probe.py` shows which layers' reads select
+anything, `scripts/gate_probe.py` what closing the others does to perplexity.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from infinicli.loading import read_adapter
+
+CLOSED = -1e4  # a closed gate: sigmoid(-1e4) == 0 exactly in fp32
 
 
 def main() -> None:
@@ -24,16 +32,28 @@ def main() -> None:
     ap.add_argument("src", type=Path)
     ap.add_argument("dst", type=Path)
     ap.add_argument("--segment-len", type=int, required=True)
+    ap.add_argument("--memory-layers", default="all", help="layers whose gates stay open (default: all)")
     a = ap.parse_args()
     tensors, meta = read_adapter(a.src)
     icfg = meta["infini_config"]
-    packaged = {"from": str(a.src), "trained_segment_len": icfg["segment_len"], "segment_len": a.segment_len}
+    before = json.loads(meta.get("packaged", "{}"))  # packaging a packaged adapter keeps its training facts
+    trained = before.get("trained_segment_len", icfg["segment_len"])
+    packaged = {"from": str(a.src), "trained_segment_len": trained, "segment_len": a.segment_len}
+    if a.memory_layers != "all":
+        keep = {int(x) for x in a.memory_layers.split(",")}
+        gates = {k: v for k, v in tensors.items() if k.endswith(".self_attn.gate")}
+        closed = [k for k in gates if int(k.split(".")[2]) not in keep]
+        if len(closed) + len(keep) != len(gates):
+            raise SystemExit(f"--memory-layers {a.memory_layers}: not all of them are layers of this adapter")
+        for k in closed:
+            tensors[k] = torch.full_like(tensors[k], CLOSED)
+        packaged["memory_layers"] = sorted(keep)
     icfg["segment_len"] = a.segment_len
     out = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
     out["packaged"] = json.dumps(packaged)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(a.dst), metadata=out)
-    trained = packaged["trained_segment_len"]
-    print(f"{a.dst}: {len(tensors)} tensors, segment_len {a.segment_len} (trained at {trained})")
+    layers = f", memory in layers {a.memory_layers}" if a.memory_layers != "all" else ""
+    print(f"{a.dst}: {len(tensors)} tensors, segment_len {a.segment_len} (trained at {trained}){layers}")
 
 
 if __name__ == "__main__":
