@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-6
+CLOSED_GATE = -1e4  # a β with sigmoid(β) == 0 exactly in fp32: eq. 6 then gives local attention only
 
 
 def sigma(x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 
 from infinicli.bench import ppl
-from infinicli.bench.common import corpus_dir, parse_length
+from infinicli.bench.common import corpus_dir, parse_ints, parse_length
+from infinicli.memory import CLOSED_GATE
 from infinicli.session import Options, Session
 
 
@@ -26,11 +27,12 @@ def main() -> None:
     a = ap.parse_args()
 
     eng = Session(Options(adapter=a.adapter, segment_len=a.segment_len, threads=a.threads)).engine
+    layers = eng.model.model.layers
     if a.keep != "all":
-        keep = {int(x) for x in a.keep.split(",")}
-        for i, blk in enumerate(eng.model.model.layers):
+        keep = set(parse_ints(a.keep, "--keep", 0, len(layers) - 1))
+        for i, blk in enumerate(layers):
             if i not in keep:
-                blk.self_attn.gate.data.fill_(-1e4)  # sigmoid(-1e4) = 0: local attention only
+                blk.self_attn.gate.data.fill_(CLOSED_GATE)  # local attention only
     toks = ppl.book_tokens(eng, corpus_dir() / ppl.DEFAULT_BOOK, parse_length(a.tokens))
     r = ppl.perplexities(eng, toks)
     print(f"memory kept in layers {a.keep}, {r['tokens']} tokens, segments of {eng.segment_len}:")

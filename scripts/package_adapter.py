@@ -7,7 +7,7 @@ training metadata, adding `packaged` (source file, trained and shipped segment l
     python scripts/package_adapter.py runs/cpu2/adapter.safetensors \
         infinicli/adapters/smollm2-135m.safetensors --segment-len 1024
 
-`--memory-layers 22,23` closes the gate of every other layer (β = CLOSED, sigmoid(β) = 0 in fp32): those
+`--memory-layers 22,23` closes the gate of every other layer (β = memory.CLOSED_GATE, sigmoid(β) = 0): those
 layers then attend locally only, as with an empty memory, while the listed layers keep their trained gates.
 A structural choice, recorded in the metadata: `scripts/memory_probe.py` shows which layers' reads select
 anything, `scripts/gate_probe.py` what closing the others does to perplexity.
@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from infinicli.bench.common import parse_ints
+from infinicli.errors import UsageError
 from infinicli.loading import read_adapter
-
-CLOSED = -1e4  # a closed gate: sigmoid(-1e4) == 0 exactly in fp32
+from infinicli.memory import CLOSED_GATE
 
 
 def main() -> None:
@@ -40,13 +41,11 @@ def main() -> None:
     trained = before.get("trained_segment_len", icfg["segment_len"])
     packaged = {"from": str(a.src), "trained_segment_len": trained, "segment_len": a.segment_len}
     if a.memory_layers != "all":
-        keep = {int(x) for x in a.memory_layers.split(",")}
-        gates = {k: v for k, v in tensors.items() if k.endswith(".self_attn.gate")}
-        closed = [k for k in gates if int(k.split(".")[2]) not in keep]
-        if len(closed) + len(keep) != len(gates):
-            raise SystemExit(f"--memory-layers {a.memory_layers}: not all of them are layers of this adapter")
-        for k in closed:
-            tensors[k] = torch.full_like(tensors[k], CLOSED)
+        gates = [k for k in tensors if k.endswith(".self_attn.gate")]  # "model.layers.<i>.self_attn.gate"
+        keep = set(parse_ints(a.memory_layers, "--memory-layers", 0, len(gates) - 1))
+        for k in gates:
+            if int(k.split(".")[2]) not in keep:
+                tensors[k] = torch.full_like(tensors[k], CLOSED_GATE)
         packaged["memory_layers"] = sorted(keep)
     icfg["segment_len"] = a.segment_len
     out = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
@@ -57,4 +56,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UsageError as e:  # a bad --memory-layers: one line, no traceback
+        raise SystemExit(f"error: {e}") from None

@@ -83,8 +83,6 @@ def main() -> None:
         )
         for r in rs:
             print(f"    {r['length']:>7} {r['depth']:>3}% key {r['key']} → {r['output']!r}")
-        for i in chosen:
-            set_scale(layers[i].self_attn, None)
 
 
 if __name__ == "__main__":

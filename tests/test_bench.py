@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from infinicli import memory as mem
 from infinicli.bench import babilong as bl
 from infinicli.bench import passkey as pk
 from infinicli.bench import ppl as pp
@@ -174,7 +175,7 @@ def test_ppl_three_ways(engine):
     first = res["per_segment"][0]
     assert first["memory"] == first["no_memory"] == first["sliding_window"]  # nothing before segment 1
     for blk in engine.model.model.layers:  # closed gates: memory contributes exactly nothing
-        blk.self_attn.gate.data.fill_(-1e4)
+        blk.self_attn.gate.data.fill_(mem.CLOSED_GATE)
     closed = pp.perplexities(engine, toks)
     assert closed["methods"]["memory"]["nll"] == closed["methods"]["no_memory"]["nll"]
     assert closed["methods"]["sliding_window"]["nll"] != closed["methods"]["no_memory"]["nll"]

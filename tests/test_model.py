@@ -23,7 +23,7 @@ def test_closed_gate_equals_independent_segments(tiny_pair):
     """With sigmoid(β) = 0 every segment is the base model on that segment alone (RoPE restarts)."""
     hf, ours = tiny_pair
     for blk in ours.model.layers:
-        blk.self_attn.gate.data.fill_(-1e4)
+        blk.self_attn.gate.data.fill_(mem.CLOSED_GATE)
     ids = torch.randint(0, 97, (1, 48))
     m = ours.empty_memory()
     with torch.no_grad():
