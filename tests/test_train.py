@@ -451,6 +451,35 @@ def test_default_recipe_matches_the_config_defaults():
     assert TrainConfig.from_dict(read_toml(DEFAULT_RECIPE)) == TrainConfig()
 
 
+def test_the_shipped_recipes_chain_and_the_last_one_made_the_shipped_adapter():
+    """The committed recipes load; stage n starts from stage n-1's run folder; and the recipe recorded in the
+    shipped adapter is the last stage's (only the time budget, which chose the steps the recipe now fixes,
+    and the run folder may differ)."""
+    from infinicli.loading import DEFAULT_ADAPTER, read_adapter
+    from infinicli.train.config import DEFAULT_RECIPE
+
+    folder = DEFAULT_RECIPE.parent
+    for path in sorted(folder.glob("*.toml")):
+        load_config(path)  # raises ConfigError on a stale key or value
+    stages = [folder / "shipped.toml"]
+    while (folder / f"shipped_stage{len(stages) + 1}.toml").is_file():
+        stages.append(folder / f"shipped_stage{len(stages) + 1}.toml")
+    assert len(stages) >= 2
+    cfgs = [load_config(p) for p in stages]
+    assert cfgs[0].model.init_adapter == "none"
+    for before, after in zip(cfgs, cfgs[1:]):
+        assert after.model.init_adapter == f"{before.run.out}/adapter.safetensors"
+        assert after.run.time_budget_s == 0 and after.run.steps > 0  # rerun step for step
+
+    _, meta = read_adapter(DEFAULT_ADAPTER)
+    recorded, committed = meta["training"]["recipe"], cfgs[-1].to_dict()
+    for d in (recorded, committed):
+        d["run"].pop("time_budget_s")
+        d["run"].pop("out")
+    assert recorded == committed
+    assert meta["training"]["complete"] and meta["training"]["steps"] == cfgs[-1].run.steps
+
+
 def test_memory_scoped_lora_trains_and_loads_as_the_base_model_with_empty_memory(
     tiny_model_dir, corpus, tmp_path
 ):
