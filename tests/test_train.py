@@ -467,7 +467,7 @@ def test_the_shipped_recipes_chain_and_the_last_one_made_the_shipped_adapter():
     assert len(stages) >= 2
     cfgs = [load_config(p) for p in stages]
     assert cfgs[0].model.init_adapter == "none"
-    for before, after in zip(cfgs, cfgs[1:]):
+    for before, after in zip(cfgs[:-1], cfgs[1:], strict=True):
         assert after.model.init_adapter == f"{before.run.out}/adapter.safetensors"
         assert after.run.time_budget_s == 0 and after.run.steps > 0  # rerun step for step
 
