@@ -1,0 +1,74 @@
+"""Pass-key accuracy by the needle's segment, the same keys at the same offset inside each segment.
+
+`infini bench passkey` draws a fresh key for every depth, so a weak depth column may be weak keys. This probe
+holds the keys fixed: each key is hidden in the `infini bench passkey` document at about `--offset` tokens
+into segment 0, 1, ..., n-1 (the last one, with the question, is read by local attention), and the question is
+asked with greedy decoding as in the benchmark. One row per segment: accuracy, and the exact answers.
+
+    python scripts/segment_position_probe.py --length 4k --offset 100 --keys 10
+    python scripts/segment_position_probe.py --length 8k --segments 0,1,6 --keys 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+from infinicli.bench import passkey as P
+from infinicli.bench.common import answer, document_tokens, parse_length, read_tokens
+from infinicli.session import Options, Session
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--adapter", default="default")
+    ap.add_argument("--segment-len", type=int, default=1024)
+    ap.add_argument("--length", default="4k")
+    ap.add_argument("--offset", type=int, default=100, help="needle's token offset inside its segment")
+    ap.add_argument("--keys", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--segments", default="", help="which segments, e.g. 0,1,6 (default: all)")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+
+    eng = Session(Options(adapter=a.adapter, segment_len=a.segment_len, threads=a.threads or None)).engine
+    S = eng.segment_len
+    n_f = P.filler_sentences_for(eng, parse_length(a.length))
+    plain = document_tokens(eng, P.haystack_text(n_f, None, None), P.DOC_NAME)
+    n_seg = (len(plain) + P.prompt_tokens(eng)) // S + 1
+    rng = random.Random(f"segment-probe-{a.seed}")
+    keys = [str(rng.randint(10000, 99999)) for _ in range(a.keys)]
+    rows = []
+    for seg in [int(x) for x in a.segments.split(",")] if a.segments else range(n_seg):
+        target = seg * S + a.offset
+        lo, hi = 0, n_f  # the first k whose prefix (task line + k filler sentences) reaches the target
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(document_tokens(eng, P.TASK + "\n" + P.filler(mid), P.DOC_NAME)) < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        k = lo
+        ok, outs, at = 0, [], None
+        for key in keys:
+            depth = 100 * k / n_f  # needle_sentence() rounds n_f * depth / 100 back to k
+            toks = document_tokens(eng, P.haystack_text(n_f, depth, key), P.DOC_NAME)
+            at = P.common_prefix(toks, plain)
+            state = eng.new_state()
+            read_tokens(eng, toks, state)
+            state.complete = True
+            out, _ = answer(eng, state, P.QUESTION, prefill=P.PREFILL, max_new_tokens=P.MAX_NEW_TOKENS)
+            ok += P.is_correct(out, key)
+            outs.append(out.strip())
+        rows.append({"segment": seg, "needle_token": at, "correct": ok, "of": len(keys), "outputs": outs})
+        print(f"segment {seg} (needle at token {at}): {ok}/{len(keys)}  {' '.join(outs)}", flush=True)
+    print("keys: " + " ".join(keys))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"settings": vars(a), "keys": keys, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
