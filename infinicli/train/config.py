@@ -68,6 +68,9 @@ class DataSection:
     filler_haystack: float = 0.4  # share of passkey haystacks made of repeated filler (rest: book text)
     second_needle: float = 0.3  # probability of a distracting second needle of another kind
     local: float = 0.05  # probability that the needle / facts sit in the final segment, not in memory
+    # probability that a passkey / recall needle sits in the first segment, the one written while the memory
+    # is empty (uniform depths put only 1 in n there, and that segment is where readout loses the order)
+    first_segment: float = 0.0
     min_tail: int = 8  # fewest document tokens left for the final segment
 
 
@@ -169,6 +172,11 @@ class TrainConfig:
         weights = (d.passkey, d.recall, d.babi, d.lm)
         if min(weights) < 0 or sum(weights) <= 0:
             raise ConfigError("data: mixture weights must be >= 0 and not all zero")
+        probs = ("filler_haystack", "second_needle", "local", "first_segment")
+        if not all(0.0 <= getattr(d, k) <= 1.0 for k in probs):
+            raise ConfigError(
+                "data: filler_haystack, second_needle, local and first_segment must be in [0, 1]"
+            )
         for b in d.books:
             if Path(b).name in HELD_OUT_BOOKS:
                 raise ConfigError(f"data.books: {b} is held out for the perplexity benchmark")

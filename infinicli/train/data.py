@@ -431,10 +431,11 @@ class SampleFactory:
         return self.tok.encode(self.tok.decode(ids)) == ids
 
     def _document(
-        self, rng: random.Random, n: int, inserts: list[str], local: bool, filler: bool
+        self, rng: random.Random, n: int, inserts: list[str], local: bool, filler: bool, first: bool = False
     ) -> tuple[str, str, list[int]] | None:
         """(file name, text, document token ids) with exactly n full segments of prefix + document and
-        every insert (in order) at random depths inside the written segments (local: inside the tail)."""
+        every insert (in order) at random depths inside the written segments (local: inside the tail;
+        first: inside the first segment)."""
         S, P = self.S, len(self.prefix_ids)
         name = self._file_name(rng)
         marker = file_marker(name)
@@ -453,7 +454,7 @@ class SampleFactory:
             if local:
                 lo, hi = mem_room + 2, doc_need - m_len - ins_tok - 2
             else:
-                lo, hi = 0, mem_room - ins_tok - 2
+                lo, hi = 0, (S - P - m_len if first else mem_room) - ins_tok - 2
             if hi <= lo:
                 return None
             depths = sorted(rng.uniform(lo, hi) for _ in inserts)
@@ -494,7 +495,7 @@ class SampleFactory:
             end = start + 1 + len(s)
             pos = end
             tok_end = P + len(self.tok.encode(marker + text[:end]))
-            if not local and tok_end > n * S:
+            if not local and tok_end > (S if first else n * S):
                 return None
             if local and P + len(self.tok.encode(marker + text[:start])) < n * S:
                 return None
@@ -546,10 +547,11 @@ class SampleFactory:
         self, rng: random.Random, n: int, inserts: list[str]
     ) -> tuple[str, str, list[int]] | None:
         """`_document` for needles: a filler or book haystack, the needles in memory (in the tail for a
-        `local` share of samples)."""
+        `local` share of samples, in the first segment for a `first_segment` share of the others)."""
         local = rng.random() < self.cfg.local
         filler = rng.random() < self.cfg.filler_haystack
-        return self._document(rng, n, inserts, local, filler)
+        first = not local and self.cfg.first_segment > 0 and rng.random() < self.cfg.first_segment
+        return self._document(rng, n, inserts, local, filler, first)
 
     def passkey(self, rng: random.Random, n: int) -> Sample | None:
         """A needle (passkey or another fact) in a filler or book haystack; question and answer about it."""
