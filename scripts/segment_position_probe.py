@@ -16,7 +16,7 @@ import json
 import random
 
 from infinicli.bench import passkey as P
-from infinicli.bench.common import answer, document_tokens, parse_length, read_tokens
+from infinicli.bench.common import answer, document_tokens, parse_length
 from infinicli.session import Options, Session
 
 
@@ -36,8 +36,8 @@ def main() -> None:
     eng = Session(Options(adapter=a.adapter, segment_len=a.segment_len, threads=a.threads or None)).engine
     S = eng.segment_len
     n_f = P.filler_sentences_for(eng, parse_length(a.length))
-    plain = document_tokens(eng, P.haystack_text(n_f, None, None), P.DOC_NAME)
-    n_seg = (len(plain) + P.prompt_tokens(eng)) // S + 1
+    cache = P.PrefixCache(eng, n_f)  # reader states of the needle-free document at segment boundaries
+    n_seg = (len(cache.filler_tokens) + P.prompt_tokens(eng)) // S + 1
     rng = random.Random(f"segment-probe-{a.seed}")
     keys = [str(rng.randint(10000, 99999)) for _ in range(a.keys)]
     rows = []
@@ -51,14 +51,14 @@ def main() -> None:
             else:
                 hi = mid
         k = lo
+        depth = 100 * k / n_f  # needle_sentence() rounds n_f * depth / 100 back to k
+        docs = [document_tokens(eng, P.haystack_text(n_f, depth, key), P.DOC_NAME) for key in keys]
+        # the filler before the needle is read once for all keys, not once per key
+        cache.fill([cache.boundary(t) for t in docs])
         ok, outs, at = 0, [], None
-        for key in keys:
-            depth = 100 * k / n_f  # needle_sentence() rounds n_f * depth / 100 back to k
-            toks = document_tokens(eng, P.haystack_text(n_f, depth, key), P.DOC_NAME)
-            at = P.common_prefix(toks, plain)
-            state = eng.new_state()
-            read_tokens(eng, toks, state)
-            state.complete = True
+        for key, toks in zip(keys, docs, strict=True):
+            at = P.common_prefix(toks, cache.filler_tokens)
+            state, _ = P.read_sample(eng, cache, toks)
             out, _ = answer(eng, state, P.QUESTION, prefill=P.PREFILL, max_new_tokens=P.MAX_NEW_TOKENS)
             ok += P.is_correct(out, key)
             outs.append(out.strip())

@@ -209,9 +209,8 @@ def test_first_segment_share_puts_needles_in_the_segment_written_into_an_empty_m
         for _ in range(16):
             s = fac.sample(rng, 4, kind)
             ids = [t for seg in s.segments for t in seg]
-            ins = tok.encode(" " + s.inserts[0])[
-                1:-1
-            ]  # inner tokens: the same however the text around splits
+            # the needle's inner tokens: the same however the text around it splits
+            ins = tok.encode(" " + s.inserts[0])[1:-1]
             at = next(i for i in range(len(ids)) if ids[i : i + len(ins)] == ins)
             assert at + len(ins) <= len(ids)  # in memory
             found.append(at // S1 if at // S1 == (at + len(ins) - 1) // S1 else -1)

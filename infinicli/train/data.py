@@ -550,6 +550,7 @@ class SampleFactory:
         `local` share of samples, in the first segment for a `first_segment` share of the others)."""
         local = rng.random() < self.cfg.local
         filler = rng.random() < self.cfg.filler_haystack
+        # no draw at share 0, so recipes from before this option still get the same samples
         first = not local and self.cfg.first_segment > 0 and rng.random() < self.cfg.first_segment
         return self._document(rng, n, inserts, local, filler, first)
 
