@@ -382,6 +382,7 @@ def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_
 
 
 def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):
+    from infinicli.loading import read_adapter
     from infinicli.train.loop import train
 
     straight = tmp_path / "a"
@@ -396,6 +397,8 @@ def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, on_progress=stop)
     assert (stopped / "checkpoint.safetensors").is_file()
+    _, meta = read_adapter(stopped / "adapter.safetensors")  # the steps done are a usable adapter
+    assert meta["training"]["steps"] == 2 and not meta["training"]["complete"]
     train(cfg, resume=True)
     a, b = _metrics(straight), _metrics(stopped)
     assert [x["step"] for x in b] == [1, 2, 3, 4]

@@ -693,6 +693,8 @@ class Trainer:
         except KeyboardInterrupt:
             if self._consistent:  # not in the middle of the optimizer update
                 self.save()
+                if self.dist.main and self.step > 0:  # the steps done stay usable as an adapter
+                    write_final_adapter(self.model, self.out / ADAPTER, cfg, self.training_record(done=False))
                 self.notice(
                     f"interrupted: checkpoint at step {self.step} in {self.out} (continue with --resume)"
                 )

@@ -1,10 +1,13 @@
-"""The training job for a lent GPU: train with infinicli/train/h100.toml, then benchmark the adapter there.
+"""The training job for a lent GPU: train with a recipe (default infinicli/train/h100.toml), then benchmark
+the adapter there.
 
-Everything lands in OUT (the device tool brings it back): run/ (config.toml, metrics.jsonl, checkpoint,
-adapter.safetensors), results.json (every benchmark result, rewritten after each one). The benchmarks run in
-order of importance and each is skipped when the time left (--deadline, seconds from the start) is too
-short for it at the reading speed measured so far.
-Usage: python scripts/device/run_job.py OUT --budget 330 --deadline 560 [--set section.key=value ...]
+Everything lands in OUT: run/ (config.toml, metrics.jsonl, checkpoint, adapter.safetensors), results.json
+(every benchmark result, rewritten after each one). The benchmarks (--evals, in the order given) are read at
+--segment-len and each is skipped when the time left (--deadline, seconds from the start) is too short for it
+at the reading speed measured so far. --train-stop ends training at that many seconds from the start even if
+the budget's step count is not reached (the steps done are written as the adapter); --adapter skips training
+and benchmarks an existing adapter. scripts/device/variants.sh runs several of these side by side.
+Usage: python scripts/device/run_job.py OUT --budget 330 --deadline 560 [--config F] [--set sect.key=val ...]
 """
 
 from __future__ import annotations
@@ -31,15 +34,16 @@ def _mem() -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
 
 
-def train(out: Path, budget: float, sets: list[str]) -> None:
+def train(out: Path, config: str, budget: float, stop: float, sets: list[str]) -> None:
     from infinicli.train.config import load_config
     from infinicli.train.loop import train as run_training
 
-    cfg = load_config(
-        "infinicli/train/h100.toml", [f"run.out={out / 'run'}", f"run.time_budget_s={budget}", *sets]
-    )
+    cfg = load_config(config, [f"run.out={out / 'run'}", f"run.time_budget_s={budget}", *sets])
 
     def progress(p) -> None:
+        if time.perf_counter() - T0 > stop:
+            log(f"training stopped at step {p.step} of {p.steps}: --train-stop {stop:.0f} s reached")
+            raise KeyboardInterrupt  # the loop saves a checkpoint and the adapter of the steps done
         log(
             f"step {p.step}/{p.steps} segs {p.segments:.1f} loss {p.loss:.3f} ans {p.answer_loss or 0:.3f} "
             f"lm {p.lm_loss or 0:.3f} kl {p.kl or 0:.4f} acc {p.acc_avg or 0:.2f} gate {p.gate:.3f} "
@@ -49,7 +53,10 @@ def train(out: Path, budget: float, sets: list[str]) -> None:
     run_training(cfg, on_progress=progress, on_notice=log)
 
 
-def evaluate(out: Path, adapter: str, deadline: float) -> None:
+EVALS = "pk_short,qa1,chat,ppl,pk_128k,pk_1m,zeroshot,qa2,qa1_128k"
+
+
+def evaluate(out: Path, adapter: str, deadline: float, evals: list[str], segment_len: int) -> None:
     from infinicli.bench import babilong, chat, passkey, ppl
     from infinicli.session import Options, Session
 
@@ -60,7 +67,7 @@ def evaluate(out: Path, adapter: str, deadline: float) -> None:
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
 
     def engine(name: str):
-        return Session(Options(adapter=name, device=DEVICE, seed=0)).engine
+        return Session(Options(adapter=name, device=DEVICE, seed=0, segment_len=segment_len)).engine
 
     eng = engine(adapter)
     base = None
@@ -93,16 +100,34 @@ def evaluate(out: Path, adapter: str, deadline: float) -> None:
         s = babilong.Settings(tasks=[task], lengths=lengths, samples=samples, seed=0)
         return lambda: babilong.run(eng, s, None)
 
-    bench("passkey_2k_8k_32k", 5 * 2 * 42 * K, pk([2 * K, 8 * K, 32 * K], 2))
-    bench("babilong_qa1_4k_32k", 20 * 36 * K, bl("qa1", [4 * K, 32 * K], 20))
-    base = engine("none")
-    bench("chat", 10 * K, lambda: chat.run(eng, base, chat.Settings(compare_tokens=24), None))
-    bench("ppl_32k", 3 * 32 * K, lambda: ppl.run(eng, ppl.Settings(tokens=32 * K), None))
-    bench("passkey_128k", 5 * 128 * K, pk([128 * K], 1))
-    bench("passkey_1m", 5 * 1024 * K, pk([1024 * K], 1))
-    bench("zeroshot_passkey_2k_8k_32k", 5 * 42 * K, pk([2 * K, 8 * K, 32 * K], 1, base))
-    bench("babilong_qa2_4k_32k", 10 * 36 * K, bl("qa2", [4 * K, 32 * K], 10))
-    bench("babilong_qa1_128k", 5 * 128 * K, bl("qa1", [128 * K], 5))
+    def base_engine():
+        nonlocal base
+        base = base or engine("none")
+        return base
+
+    table = {
+        "pk_short": ("passkey_2k_8k_32k", 5 * 2 * 42 * K, pk([2 * K, 8 * K, 32 * K], 2)),
+        "qa1": ("babilong_qa1_4k_32k", 20 * 36 * K, bl("qa1", [4 * K, 32 * K], 20)),
+        "qa1_4k": ("babilong_qa1_4k", 20 * 4 * K, bl("qa1", [4 * K], 20)),
+        "chat": (
+            "chat",
+            10 * K,
+            lambda: chat.run(eng, base_engine(), chat.Settings(compare_tokens=24), None),
+        ),
+        "ppl": ("ppl_32k", 3 * 32 * K, lambda: ppl.run(eng, ppl.Settings(tokens=32 * K), None)),
+        "pk_128k": ("passkey_128k", 5 * 128 * K, pk([128 * K], 1)),
+        "pk_1m": ("passkey_1m", 5 * 1024 * K, pk([1024 * K], 1)),
+        "zeroshot": (
+            "zeroshot_passkey_2k_8k_32k",
+            5 * 42 * K,
+            lambda: pk([2 * K, 8 * K, 32 * K], 1, base_engine())(),
+        ),
+        "qa2": ("babilong_qa2_4k_32k", 10 * 36 * K, bl("qa2", [4 * K, 32 * K], 10)),
+        "qa1_128k": ("babilong_qa1_128k", 5 * 128 * K, bl("qa1", [128 * K], 5)),
+    }
+    for name in evals:
+        key, tokens, fn = table[name]
+        bench(key, tokens, fn)
     log("evaluation done")
 
 
@@ -113,18 +138,23 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=560)
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--config", default="infinicli/train/h100.toml")
+    ap.add_argument("--train-stop", type=float, default=float("inf"))
+    ap.add_argument("--adapter", default=None, help="benchmark this adapter; no training")
+    ap.add_argument("--evals", default=EVALS)
+    ap.add_argument("--segment-len", type=int, default=1024)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     log(f"torch {torch.__version__} on {gpu}, device {DEVICE}")
-    if not a.skip_train:
+    if not (a.skip_train or a.adapter):
         try:
-            train(a.out, a.budget, a.sets)
+            train(a.out, a.config, a.budget, a.train_stop, a.sets)
         except BaseException:
             log(f"training stopped:\n{traceback.format_exc()}")
-    adapter = a.out / "run" / "adapter.safetensors"
+    adapter = Path(a.adapter) if a.adapter else a.out / "run" / "adapter.safetensors"
     if adapter.is_file():
-        evaluate(a.out, str(adapter), a.deadline)
+        evaluate(a.out, str(adapter), a.deadline, a.evals.split(","), a.segment_len)
     else:
         log("no adapter was written: nothing to evaluate")
 

@@ -4,7 +4,9 @@
    and perplexity benches on cuda with the trained adapter;
 2. real-shape random weights (SmolLM2-135M's config, the real tokenizer): the H100 recipe for a short budget,
    to see the step time, the step count the budget gives and the GPU memory.
-Usage: INFINI_CORPUS=.gpu/corpus python scripts/device/smoke.py SMALL_MODEL_FILES_DIR
+Usage: INFINI_CORPUS=.gpu/corpus python scripts/device/smoke.py SMALL_MODEL_FILES_DIR [tiny|real|both]
+SMOKE_CONFIG picks the recipe of the tiny run (default infinicli/train/h100.toml), SMOKE_TINY_SETS adds
+section.key=value overrides to it (e.g. model.train_from_layer=1 for a recipe written for 30 layers).
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ def tiny() -> None:
     out = Path("/tmp/tiny-run")
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_config(
-        "infinicli/train/h100.toml",
-        [f"model.model={d}", "model.segment_len=128", "curriculum.start_min=2", "curriculum.end_min=2",
+        os.environ.get("SMOKE_CONFIG", "infinicli/train/h100.toml"),
+        [f"model.model={d}", "model.init_adapter=none", "model.segment_len=128", "curriculum.start_min=2",
+         "curriculum.end_min=2",
          "curriculum.end_max=4", f"run.out={out}", "run.time_budget_s=4",
          "optim.batch_size=2", "loss.distill_pool=3", "loss.distill_response_tokens=4",
-         "loss.distill_max_tokens=48", "run.checkpoint_every=2", "run.log_every=1", f"run.device={DEVICE}"],
+         "loss.distill_max_tokens=48", "run.checkpoint_every=2", "run.log_every=1", f"run.device={DEVICE}",
+         *os.environ.get("SMOKE_TINY_SETS", "").split()],
     )  # fmt: skip
     adapter = train(
         cfg, on_progress=lambda p: log(f"tiny step {p.step}/{p.steps} loss {p.loss:.3f}"), on_notice=log
