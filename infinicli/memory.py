@@ -58,12 +58,29 @@ def update_delta(
 
 
 def update(
-    M: torch.Tensor, z: torch.Tensor, sk: torch.Tensor, v: torch.Tensor, rule: str = "delta", eps: float = EPS
+    M: torch.Tensor,
+    z: torch.Tensor,
+    sk: torch.Tensor,
+    v: torch.Tensor,
+    rule: str = "delta",
+    eps: float = EPS,
+    chunk: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch on the update rule ("delta" or "linear")."""
+    """Dispatch on the update rule ("delta" or "linear").
+
+    chunk > 0 (delta rule): the segment's tokens are written in consecutive chunks of that many tokens, each
+    chunk's eq. 5 reading the memory the chunks before it left, as if the segment were that many shorter
+    segments for the write (the reads of this segment still see M_{s-1}). So a segment written into an
+    empty memory keeps only what its later chunks add to its earlier ones, as later segments do.
+    """
     if rule == "delta":
-        return update_delta(M, z, sk, v, eps)
-    if rule == "linear":
+        T = sk.shape[-2]
+        if chunk <= 0 or chunk >= T:
+            return update_delta(M, z, sk, v, eps)
+        for t in range(0, T, chunk):
+            M, z = update_delta(M, z, sk[..., t : t + chunk, :], v[..., t : t + chunk, :], eps)
+        return M, z
+    if rule == "linear":  # a sum: chunks change nothing
         return update_linear(M, z, sk, v)
     raise ValueError(f"unknown memory update rule {rule!r} (use 'delta' or 'linear')")
 

@@ -74,6 +74,9 @@ class InfiniConfig:
     # finds "what came after this token", the order a linear-attention memory otherwise loses (DeltaNet's
     # short convolution). Zero-padded at the start of every segment.
     key_conv: int = 0
+    # > 0: the delta-rule write of a segment goes in chunks of this many tokens (memory.update); 0: the
+    # whole segment in one write, as in the paper
+    write_chunk: int = 0
     eps: float = mem.EPS
 
     def to_dict(self) -> dict:
@@ -234,7 +237,7 @@ class InfiniAttention(nn.Module):
             if M is None:
                 M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
                 z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
-            M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps)
+            M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps, self.icfg.write_chunk)
             return None, M, z
         q_flat, k_flat, v_flat = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B, T, (H|Hkv)·d]
         q = q_flat.view(B, T, H, d).transpose(1, 2)  # [B, H, T, d]   pre-RoPE
@@ -284,7 +287,7 @@ class InfiniAttention(nn.Module):
             if M is None:
                 M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
                 z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
-            M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps)
+            M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps, self.icfg.write_chunk)
         out = self.o_proj(out.transpose(1, 2).reshape(B, T, H * d))
         if mem_out is not None:
             out = self.mem_o_proj(mem_out, out)

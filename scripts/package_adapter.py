@@ -10,7 +10,9 @@ training metadata, adding `packaged` (source file, trained and shipped segment l
 `--memory-layers 22,23` closes the gate of every other layer (β = memory.CLOSED_GATE, sigmoid(β) = 0): those
 layers then attend locally only, as with an empty memory, while the listed layers keep their trained gates.
 A structural choice, recorded in the metadata: `scripts/memory_probe.py` shows which layers' reads select
-anything, `scripts/gate_probe.py` what closing the others does to perplexity.
+anything, `scripts/gate_probe.py` what closing the others does to perplexity. `--write-chunk 256` makes the
+delta-rule write of each segment go in chunks of 256 tokens (model.InfiniConfig.write_chunk), the write size
+an adapter trained on segments of 256 saw, while reading still uses the longer segments.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--segment-len", type=int, required=True)
     ap.add_argument("--memory-layers", default="all", help="layers whose gates stay open (default: all)")
+    ap.add_argument(
+        "--write-chunk", type=int, default=None, help="tokens per delta-rule write (0: the whole segment)"
+    )
     a = ap.parse_args()
     tensors, meta = read_adapter(a.src)
     icfg = meta["infini_config"]
@@ -48,10 +53,15 @@ def main() -> None:
                 tensors[k] = torch.full_like(tensors[k], CLOSED_GATE)
         packaged["memory_layers"] = sorted(keep)
     icfg["segment_len"] = a.segment_len
+    if a.write_chunk is not None:
+        if a.write_chunk < 0:
+            raise UsageError(f"--write-chunk {a.write_chunk}: use 0 (whole segment) or a token count")
+        icfg["write_chunk"] = packaged["write_chunk"] = a.write_chunk
     out = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
     out["packaged"] = json.dumps(packaged)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(a.dst), metadata=out)
     layers = f", memory in layers {a.memory_layers}" if a.memory_layers != "all" else ""
+    layers += f", writes of {a.write_chunk} tokens" if a.write_chunk else ""
     print(f"{a.dst}: {len(tensors)} tensors, segment_len {a.segment_len} (trained at {trained}){layers}")
 
 

@@ -7,6 +7,11 @@ asked with greedy decoding as in the benchmark. One row per segment: accuracy, a
 
     python scripts/segment_position_probe.py --length 4k --offset 100 --keys 10
     python scripts/segment_position_probe.py --length 8k --segments 0,1,6 --keys 10
+
+Diagnostic variants of the reading (one at a time; docs/BENCHMARKS.md, session 12): --write-chunk N (the
+delta-rule write in chunks of N tokens), --primer FILE (a text written into memory before every document),
+--opener-alone (the chat opener written as its own segment, so the document's first segment starts on text),
+--reread-first (segment 0 written twice), --task TEXT (another task line; "" for none).
 """
 
 from __future__ import annotations
@@ -20,6 +25,45 @@ from infinicli.bench.common import answer, document_tokens, parse_length
 from infinicli.session import Options, Session
 
 
+def apply_variants(eng, a: argparse.Namespace) -> None:
+    """The diagnostic reading variants (session 12): each changes how the first segment meets the memory."""
+    from infinicli.engine import ReadState
+
+    if a.write_chunk >= 0:
+        eng.model.icfg.write_chunk = a.write_chunk  # one InfiniConfig object, shared by every layer
+    if a.primer:  # every document then starts on a memory that holds this text, not an empty one
+        st = eng.new_state()
+        st.tail = eng.tok.encode(open(a.primer, encoding="utf-8").read())
+        eng.write_segment(st, len(st.tail))
+        primed = st.memory
+        eng.new_state = lambda: ReadState(memory=primed)
+    if a.opener_alone:  # the chat opener goes to memory first; the document's first segment starts on text
+        st = eng.new_state()
+        st.tail = list(eng.prefix_ids)
+        eng.write_segment(st, len(st.tail))
+        opened = st.memory
+        framed = eng.document_tokens
+
+        def unopened(events, state):
+            it = framed(events, state)
+            next(it)  # the opener, already in memory
+            yield from it
+
+        eng.document_tokens = unopened
+        eng.new_state = lambda: ReadState(memory=opened)
+    if a.reread_first:  # segment 0 is written twice, the second time from states that read the first write
+        plain = eng.write_segment
+
+        def twice(state, n):
+            if state.memory.segments == 0:
+                scratch = ReadState(memory=state.memory, tail=list(state.tail[:n]))
+                plain(scratch, n)
+                state.memory = scratch.memory
+            plain(state, n)
+
+        eng.write_segment = twice
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adapter", default="default")
@@ -31,9 +75,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--segments", default="", help="which segments, e.g. 0,1,6 (default: all)")
     ap.add_argument("--json", default="")
+    ap.add_argument("--write-chunk", type=int, default=-1, help="override the adapter's model.write_chunk")
+    ap.add_argument("--primer", default="", help="a text file written into memory before every document")
+    ap.add_argument("--reread-first", action="store_true", help="write the first segment twice")
+    ap.add_argument("--opener-alone", action="store_true", help="write the chat opener as its own segment")
+    ap.add_argument("--task", default=None, help="replace the benchmark's task line (diagnosis)")
     a = ap.parse_args()
 
+    if a.task is not None:
+        P.TASK = a.task
     eng = Session(Options(adapter=a.adapter, segment_len=a.segment_len, threads=a.threads or None)).engine
+    apply_variants(eng, a)
     S = eng.segment_len
     n_f = P.filler_sentences_for(eng, parse_length(a.length))
     cache = P.PrefixCache(eng, n_f)  # reader states of the needle-free document at segment boundaries

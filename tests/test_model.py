@@ -98,6 +98,46 @@ def test_delta_rule_same_write_twice_leaves_memory_unchanged():
     assert not torch.allclose(M3, M1)  # the linear rule does not have that property
 
 
+def test_chunked_delta_write_is_consecutive_writes_of_the_chunks():
+    torch.manual_seed(3)
+    B, H, T, d = 2, 3, 10, 4
+    sk = mem.sigma(torch.randn(B, H, T, d, dtype=torch.float64))
+    v = torch.randn(B, H, T, d, dtype=torch.float64)
+    M0, z0 = torch.zeros(B, H, d, d, dtype=torch.float64), torch.zeros(B, H, d, dtype=torch.float64)
+    M, z = M0, z0
+    for lo, hi in ((0, 4), (4, 8), (8, 10)):  # chunk 4: the last chunk is the remainder
+        M, z = mem.update_delta(M, z, sk[..., lo:hi, :], v[..., lo:hi, :])
+    Mc, zc = mem.update(M0, z0, sk, v, "delta", chunk=4)
+    torch.testing.assert_close(Mc, M)
+    torch.testing.assert_close(zc, z)
+    whole = mem.update(M0, z0, sk, v, "delta")
+    for c in (0, T, 3 * T):  # no chunking, or one chunk: the paper's single write
+        torch.testing.assert_close(mem.update(M0, z0, sk, v, "delta", chunk=c)[0], whole[0])
+    assert not torch.allclose(Mc, whole[0])  # into an empty memory, chunks differ from one write
+    lin = mem.update(M0, z0, sk, v, "linear")
+    torch.testing.assert_close(mem.update(M0, z0, sk, v, "linear", chunk=4)[0], lin[0])  # a sum
+
+
+def test_write_chunk_changes_only_the_write(tiny_pair):
+    _, ours = tiny_pair
+    for blk in ours.model.layers:
+        blk.self_attn.gate.data.fill_(0.3)
+    torch.manual_seed(4)
+    a, b = torch.randint(0, 97, (1, 16)), torch.randint(0, 97, (1, 16))
+    with torch.no_grad():
+        la, m1 = ours.forward_segment(a, ours.empty_memory())
+        lb, _ = ours.forward_segment(b, m1)
+        ours.icfg.write_chunk = 4
+        try:
+            la4, m4 = ours.forward_segment(a, ours.empty_memory())
+            lb4, _ = ours.forward_segment(b, m4)
+        finally:
+            ours.icfg.write_chunk = 0
+    torch.testing.assert_close(la4, la)  # the segment's own outputs read the memory before it
+    assert not torch.allclose(m4.M, m1.M)
+    assert not torch.allclose(lb4, lb)  # the next segment reads what the chunked write left
+
+
 @pytest.mark.parametrize("chunks", [[1] * 10, [4, 1, 3, 1, 1]])
 def test_kv_cache_decoding_equals_full_forward(tiny_pair, chunks):
     _, ours = tiny_pair

@@ -430,6 +430,7 @@ def test_cli_train_writes_a_usable_adapter(tiny_model_dir, corpus, tmp_path, cap
     out = tmp_path / "cli"
     sets = [f"data.corpus={corpus}", f"model.model={tiny_model_dir}", "run.bf16=false", "loss.distill_pool=2"]
     sets += ["loss.distill_response_tokens=2", 'data.books=["books/miller.txt"]', "curriculum.start_max=2"]
+    sets += ["model.write_chunk=4"]
     args = [
         "train",
         "--steps",
@@ -452,8 +453,10 @@ def test_cli_train_writes_a_usable_adapter(tiny_model_dir, corpus, tmp_path, cap
 
     _, meta = read_adapter(out / "adapter.safetensors")
     assert meta["training"]["steps"] == 1 and meta["model_shape"] and meta["infini_config"]["lora_rank"] == 8
-    assert build_model(tiny_model_dir, adapter=out / "adapter.safetensors").model.icfg.segment_len == S
+    icfg = build_model(tiny_model_dir, adapter=out / "adapter.safetensors").model.icfg
+    assert icfg.segment_len == S and icfg.write_chunk == 4  # the write size trained with travels along
     assert main(["train", "--set", "optim.nope=1"]) == 2
+    assert main(["train", "--set", "model.write_chunk=-1"]) == 2
 
 
 def test_torchrun_two_ranks_agree(tiny_model_dir, corpus, tmp_path):

@@ -204,6 +204,7 @@ def model_info(engine: Any) -> dict:
         "gate_init": engine.model.icfg.gate_init,
         "segment_len": engine.segment_len,
         "update_rule": engine.model.icfg.update_rule,
+        "write_chunk": engine.model.icfg.write_chunk,
     }
 
 

@@ -52,6 +52,9 @@ class ModelSection:
     # > 0: layers below this one stay frozen (gates and LoRA included) and run without autograd, so the
     # backward pass and its recomputation cover only the layers above: cheaper steps on a CPU
     train_from_layer: int = 0
+    # > 0: the delta-rule write of each segment goes in chunks of this many tokens (model.InfiniConfig.
+    # write_chunk); 0: one write per segment, as in the paper. Recorded in the adapter.
+    write_chunk: int = 0
 
 
 @dataclass
@@ -155,6 +158,8 @@ class TrainConfig:
             raise ConfigError("model.train = 'lora' needs model.lora_rank > 0")
         if not 0 <= m.key_conv <= 16:
             raise ConfigError(f"model.key_conv = {m.key_conv}: use 0 (none) to 16 positions")
+        if m.write_chunk < 0:
+            raise ConfigError(f"model.write_chunk = {m.write_chunk}: use 0 (whole segment) or a token count")
         if m.train_from_layer < 0:
             raise ConfigError(f"model.train_from_layer = {m.train_from_layer}: use 0 (all train) or more")
         if m.lora_scope not in ("all", "memory"):

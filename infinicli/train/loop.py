@@ -341,6 +341,7 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
         model.icfg.lora_targets = tuple(m.lora_targets)
         model.icfg.lora_scope = m.lora_scope
         model.add_lora()
+    model.icfg.write_chunk = int(m.write_chunk)
     if m.key_conv > 0 and model.icfg.key_conv <= 0:
         model.icfg.key_conv = int(m.key_conv)
         model.add_key_conv()
