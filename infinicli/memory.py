@@ -75,10 +75,9 @@ def update(
     """
     if rule == "delta":
         T = sk.shape[-2]
-        if chunk <= 0 or chunk >= T:
-            return update_delta(M, z, sk, v, eps)
-        for t in range(0, T, chunk):
-            M, z = update_delta(M, z, sk[..., t : t + chunk, :], v[..., t : t + chunk, :], eps)
+        step = chunk if 0 < chunk < T else T  # one chunk: the paper's single write
+        for t in range(0, T, step):
+            M, z = update_delta(M, z, sk[..., t : t + step, :], v[..., t : t + step, :], eps)
         return M, z
     if rule == "linear":  # a sum: chunks change nothing
         return update_linear(M, z, sk, v)

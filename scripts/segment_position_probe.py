@@ -25,23 +25,27 @@ from infinicli.bench.common import answer, document_tokens, parse_length
 from infinicli.session import Options, Session
 
 
+def start_from(eng, ids: list[int]) -> None:
+    """Every document read by `eng` from now on starts on the memory that `ids`, written as one segment,
+    leave (not on an empty one)."""
+    from infinicli.engine import ReadState
+
+    st = eng.new_state()
+    st.tail = list(ids)
+    eng.write_segment(st, len(ids))
+    eng.new_state = lambda: ReadState(memory=st.memory)
+
+
 def apply_variants(eng, a: argparse.Namespace) -> None:
     """The diagnostic reading variants (session 12): each changes how the first segment meets the memory."""
     from infinicli.engine import ReadState
 
     if a.write_chunk >= 0:
         eng.model.icfg.write_chunk = a.write_chunk  # one InfiniConfig object, shared by every layer
-    if a.primer:  # every document then starts on a memory that holds this text, not an empty one
-        st = eng.new_state()
-        st.tail = eng.tok.encode(open(a.primer, encoding="utf-8").read())
-        eng.write_segment(st, len(st.tail))
-        primed = st.memory
-        eng.new_state = lambda: ReadState(memory=primed)
+    if a.primer:
+        start_from(eng, eng.tok.encode(open(a.primer, encoding="utf-8").read()))
     if a.opener_alone:  # the chat opener goes to memory first; the document's first segment starts on text
-        st = eng.new_state()
-        st.tail = list(eng.prefix_ids)
-        eng.write_segment(st, len(st.tail))
-        opened = st.memory
+        start_from(eng, eng.prefix_ids)
         framed = eng.document_tokens
 
         def unopened(events, state):
@@ -50,7 +54,6 @@ def apply_variants(eng, a: argparse.Namespace) -> None:
             yield from it
 
         eng.document_tokens = unopened
-        eng.new_state = lambda: ReadState(memory=opened)
     if a.reread_first:  # segment 0 is written twice, the second time from states that read the first write
         plain = eng.write_segment
 

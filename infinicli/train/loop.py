@@ -626,9 +626,14 @@ class Trainer:
             "last": self.last,
         }
 
-    def save(self) -> None:
+    def save(self, adapter: bool = False) -> None:
+        """The checkpoint; with adapter, also the adapter of the steps done (marked incomplete), so a run
+        that stops here still leaves one to use."""
         if self.dist.main:
             save_checkpoint(self.out / CHECKPOINT, self.named, self.opt, self.state_meta())
+            if adapter and self.step > 0:
+                record = self.training_record(done=False)
+                write_final_adapter(self.model, self.out / ADAPTER, self.cfg, record)
 
     def run(self, resume: bool = False) -> Path:
         """Train; Ctrl-C or SIGTERM (e.g. `kill PID` of a background run) saves a checkpoint and stops."""
@@ -686,16 +691,10 @@ class Trainer:
                 self._one_step(pool)
                 every = cfg.run.checkpoint_every
                 if every > 0 and self.step % every == 0 and self.step < cfg.run.steps:
-                    self.save()
-                    if self.dist.main:
-                        write_final_adapter(
-                            self.model, self.out / ADAPTER, cfg, self.training_record(done=False)
-                        )
+                    self.save(adapter=True)
         except KeyboardInterrupt:
             if self._consistent:  # not in the middle of the optimizer update
-                self.save()
-                if self.dist.main and self.step > 0:  # the steps done stay usable as an adapter
-                    write_final_adapter(self.model, self.out / ADAPTER, cfg, self.training_record(done=False))
+                self.save(adapter=True)
                 self.notice(
                     f"interrupted: checkpoint at step {self.step} in {self.out} (continue with --resume)"
                 )

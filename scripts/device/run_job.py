@@ -53,7 +53,8 @@ def train(out: Path, config: str, budget: float, stop: float, sets: list[str]) -
     run_training(cfg, on_progress=progress, on_notice=log)
 
 
-EVALS = "pk_short,qa1,chat,ppl,pk_128k,pk_1m,zeroshot,qa2,qa1_128k"
+EVALS = "pk_short,qa1,chat,ppl,pk_128k,pk_1m,zeroshot,qa2,qa1_128k"  # the default order
+EVAL_NAMES = {*EVALS.split(","), "qa1_4k"}
 
 
 def evaluate(out: Path, adapter: str, deadline: float, evals: list[str], segment_len: int) -> None:
@@ -125,6 +126,7 @@ def evaluate(out: Path, adapter: str, deadline: float, evals: list[str], segment
         "qa2": ("babilong_qa2_4k_32k", 10 * 36 * K, bl("qa2", [4 * K, 32 * K], 10)),
         "qa1_128k": ("babilong_qa1_128k", 5 * 128 * K, bl("qa1", [128 * K], 5)),
     }
+    assert table.keys() == EVAL_NAMES
     for name in evals:
         key, tokens, fn = table[name]
         bench(key, tokens, fn)
@@ -144,6 +146,9 @@ def main() -> None:
     ap.add_argument("--evals", default=EVALS)
     ap.add_argument("--segment-len", type=int, default=1024)
     a = ap.parse_args()
+    unknown = set(a.evals.split(",")) - EVAL_NAMES
+    if unknown:  # before the training, not after it
+        ap.error(f"--evals: unknown {', '.join(sorted(unknown))} (known: {', '.join(sorted(EVAL_NAMES))})")
     a.out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     log(f"torch {torch.__version__} on {gpu}, device {DEVICE}")
