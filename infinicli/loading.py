@@ -198,6 +198,7 @@ def build_model(
     if icfg.lora_rank > 0:
         model.add_lora()  # after the meta-device construction: LoRA matrices are real CPU tensors
     model.add_key_conv()  # (when icfg.key_conv > 0)
+    model.add_mem_scale()  # (when icfg.mem_scale)
     missing = set(tensors) - set(model.state_dict())
     if missing:
         raise ModelError(f"adapter {adapter_path} does not fit this model ({sorted(missing)[0]} unknown)")
@@ -206,8 +207,11 @@ def build_model(
     if not for_training:
         model.merge_lora()
     model = model.to(device=device, dtype=dtype)
-    for blk in model.model.layers:  # gates stay fp32
-        blk.self_attn.gate.data = blk.self_attn.gate.data.float()
+    for blk in model.model.layers:  # gates and sharpness stay fp32
+        att = blk.self_attn
+        att.gate.data = att.gate.data.float()
+        if getattr(att, "mem_scale", None) is not None:
+            att.mem_scale.data = att.mem_scale.data.float()
     model.eval()
     if not for_training:
         model.requires_grad_(False)

@@ -2,8 +2,9 @@
 
 The weights are the unmodified Hugging Face checkpoint (same parameter names, so a state dict loads as is);
 the retrofit adds, per layer, a gate β per query head and, optionally, LoRA adapters on the attention
-projections. Inside a segment attention is causal and local (RoPE positions restart at 0 in every segment);
-across segments information flows only through the compressive memory (see memory.py for the math).
+projections, a memory key convolution and a memory sharpness. Inside a segment attention is causal and
+local (RoPE positions restart at 0 in every segment); across segments information flows only through the
+compressive memory (see memory.py for the math).
 
 While the memory is still empty (the first segment) the layer is exactly the base model: the gate mixes in
 memory only once something has been written, so nothing stored yet cannot disturb the base model.
@@ -77,6 +78,11 @@ class InfiniConfig:
     # > 0: the delta-rule write of a segment goes in chunks of this many tokens (memory.update); 0: the
     # whole segment in one write, as in the paper
     write_chunk: int = 0
+    # True: a sharpness per layer and KV head, s (a parameter, 0 at the start): the memory queries and keys
+    # are multiplied by exp(s) before σ (InfiniAttention._mem_queries, _mem_keys). σ = ELU + 1 is not
+    # homogeneous, so exp(s) > 1 concentrates the read on the keys that match best, against the dilution
+    # of a needle by the filler of a long input
+    mem_scale: bool = False
     eps: float = mem.EPS
 
     def to_dict(self) -> dict:
@@ -272,7 +278,7 @@ class InfiniAttention(nn.Module):
         if M is None:  # empty memory: exactly the base model (eq. 6 only once memory holds something)
             out = a_dot
         else:
-            q_m = self._mem_delta("q_proj", x, q_flat).view(B, T, H, d).transpose(1, 2)
+            q_m = self._mem_queries(x, q_flat)  # [B, H, T, d]
             sq = mem.sigma(q_m.float()).reshape(B, Hkv, G * T, d)  # the G query heads of a KV head share it
             a_mem = mem.retrieve(sq, M, z, self.icfg.eps).view(B, H, T, d)  # eq. 3
             out = mem.gate_mix(a_mem, a_dot, self.gate)  # eq. 6
@@ -298,22 +304,39 @@ class InfiniAttention(nn.Module):
         delta = getattr(self, "mem_" + name, None)
         return y if delta is None else delta(x, y)
 
+    def _mem_scale(self, n_heads: int) -> torch.Tensor | None:
+        """exp(s) per head as [n_heads, 1, 1] (query heads share their KV head's); None without mem_scale."""
+        s = getattr(self, "mem_scale", None)  # [Hkv]
+        if s is None:
+            return None
+        return s.float().exp().repeat_interleave(n_heads // s.shape[0]).view(n_heads, 1, 1)
+
+    def _mem_queries(self, x: torch.Tensor, q_flat: torch.Tensor) -> torch.Tensor:
+        """Memory queries [B, H, T, d] (pre-σ): the query projection with its memory delta, sharpened."""
+        B, T, _ = x.shape
+        H, d = self.cfg.n_heads, self.cfg.head_dim
+        q = self._mem_delta("q_proj", x, q_flat).view(B, T, H, d).transpose(1, 2)
+        a = self._mem_scale(H)
+        return q if a is None else q * a.to(q.dtype)
+
     def _mem_keys(self, x: torch.Tensor, k_flat: torch.Tensor) -> torch.Tensor:
         """Memory keys [B, Hkv, T, d] (pre-σ): the key projection with its memory delta, then the causal key
-        convolution when there is one: k'_t = Σ_j w_j ⊙ k_{t-K+1+j} (zero before the segment start)."""
+        convolution when there is one: k'_t = Σ_j w_j ⊙ k_{t-K+1+j} (zero before the segment start), then
+        the sharpening exp(s) when there is one."""
         B, T, _ = x.shape
         Hkv, d = self.cfg.n_kv_heads, self.cfg.head_dim
         k = self._mem_delta("k_proj", x, k_flat).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
         w = getattr(self, "mem_k_conv", None)  # [Hkv, d, K], w[..., K-1] weighs the current position
+        a = self._mem_scale(Hkv)
         if w is None:
-            return k
+            return k if a is None else k * a.to(k.dtype)
         w = w.to(k.dtype)
         K = w.shape[-1]
         kp = F.pad(k, (0, 0, K - 1, 0))  # [B, Hkv, K-1+T, d]: zeros before the segment start
         out = kp[:, :, K - 1 :] * w[:, None, :, K - 1]
         for j in range(K - 1):
             out = out + kp[:, :, j : j + T] * w[:, None, :, j]
-        return out
+        return out if a is None else out * a.to(out.dtype)
 
 
 class MLP(nn.Module):
@@ -360,9 +383,22 @@ def _no_random_init() -> Iterator[None]:
         nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
 
 
+def parse_sharpen(spec: str, n_layers: int) -> tuple[list[int], float]:
+    """A sharpening spec "LAYERS=A" ("22,23=2") → ([22, 23], 2.0); ValueError when malformed."""
+    layers_s, sep, a_s = spec.partition("=")
+    try:
+        factor = float(a_s)
+        layers = sorted({int(x) for x in layers_s.split(",") if x.strip()})
+    except ValueError:
+        layers, factor = [], 0.0
+    if not sep or not factor > 0 or not layers or not all(0 <= i < n_layers for i in layers):
+        raise ValueError(f"{spec!r}: use LAYERS=A with layers 0-{n_layers - 1} and A > 0, e.g. 22,23=2")
+    return layers, factor
+
+
 def is_adapter_key(name: str) -> bool:
     """Parameters of the retrofit (an adapter file's tensors), as opposed to the base model's weights."""
-    return name.endswith(".gate") or name.endswith(".mem_k_conv") or ".lora_" in name
+    return name.endswith((".gate", ".mem_k_conv", ".mem_scale")) or ".lora_" in name
 
 
 class InfiniLlama(nn.Module):
@@ -412,6 +448,20 @@ class InfiniLlama(nn.Module):
                 w[..., K - 1] = 1.0
                 att.mem_k_conv = nn.Parameter(w)
 
+    def add_mem_scale(self) -> None:
+        """Give every layer its memory sharpness s per KV head (icfg.mem_scale), at 0 (exp(s) = 1)."""
+        if not self.icfg.mem_scale:
+            return
+        for block in self.model.layers:
+            att = block.self_attn
+            if getattr(att, "mem_scale", None) is None:
+                att.mem_scale = nn.Parameter(torch.zeros(self.cfg.n_kv_heads, device=att.gate.device))
+
+    def sharpen(self, layers: list[int], factor: float) -> None:
+        """Set the memory sharpness of `layers` to s = ln(factor) in every KV head (needs icfg.mem_scale)."""
+        for i in layers:
+            self.model.layers[i].self_attn.mem_scale.data.fill_(math.log(factor))
+
     def merge_lora(self) -> None:
         """Fold LoRA adapters into the base weights (inference). Memory-scoped deltas stay separate."""
         for block in self.model.layers:
@@ -421,7 +471,7 @@ class InfiniLlama(nn.Module):
                     setattr(block.self_attn, name, lin.merged())
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained extra parameters: gates, LoRA, key convolutions (what an adapter file holds)."""
+        """The extra parameters: gates, LoRA, key convolutions, sharpness (what an adapter file holds)."""
         return {k: v.detach().float().contiguous() for k, v in self.state_dict().items() if is_adapter_key(k)}
 
     def base_state_dict_keys(self) -> list[str]:

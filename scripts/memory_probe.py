@@ -40,7 +40,7 @@ def main() -> None:
 
     eng = Session(Options(adapter=a.adapter, segment_len=a.segment_len, threads=a.threads)).engine
     m, S = eng.model, eng.segment_len
-    H, d, G = m.cfg.n_heads, m.cfg.head_dim, m.cfg.n_heads // m.cfg.n_kv_heads
+    H, G = m.cfg.n_heads, m.cfg.n_heads // m.cfg.n_kv_heads
     length = parse_length(a.length)
     n_f = P.filler_sentences_for(eng, length)
     key = P.make_key(a.seed, length, a.depth, 0)
@@ -90,7 +90,7 @@ def main() -> None:
         for li, blk in enumerate(m.model.layers):
             att = blk.self_attn
             xq = inputs[li]
-            q = att._mem_delta("q_proj", xq, att.q_proj(xq))[0].view(-1, H, d).float()
+            q = att._mem_queries(xq, att.q_proj(xq))[0].transpose(0, 1).float()  # [T, H, d]
             sq = sq_at[li] = mem.sigma(q[qpos])  # [P, H, d]
             kv = torch.arange(H) // G
             share = (sq * dz_needle[li, kv]).sum(-1) / (sq * z[li, kv]).sum(-1)  # [P, H]

@@ -12,13 +12,17 @@ layers then attend locally only, as with an empty memory, while the listed layer
 A structural choice, recorded in the metadata: `scripts/memory_probe.py` shows which layers' reads select
 anything, `scripts/gate_probe.py` what closing the others does to perplexity. `--write-chunk 256` makes the
 delta-rule write of each segment go in chunks of 256 tokens (model.InfiniConfig.write_chunk), the write size
-an adapter trained on segments of 256 saw, while reading still uses the longer segments.
+an adapter trained on segments of 256 saw, while reading still uses the longer segments. `--sharpen 22,23=2`
+multiplies the memory queries and keys of the listed layers by 2 before σ (model.InfiniConfig.mem_scale: the
+adapter gets a sharpness s = ln 2 per KV head there, 0 elsewhere): `scripts/sharpness_probe.py` measures
+what a sharper read does at each length.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -28,6 +32,25 @@ from infinicli.bench.common import parse_ints
 from infinicli.errors import UsageError
 from infinicli.loading import read_adapter
 from infinicli.memory import CLOSED_GATE
+from infinicli.model import parse_sharpen
+
+
+def sharpen(tensors: dict[str, torch.Tensor], icfg: dict, shape: str, spec: str) -> dict[str, float]:
+    """Set the memory sharpness s = ln A of the layers in spec ("22,23=2"); other layers keep theirs (0 when
+    the adapter had none). Returns {layer: A} as recorded in the metadata."""
+    n_layers = sum(k.endswith(".self_attn.gate") for k in tensors)
+    try:
+        chosen, factor = parse_sharpen(spec, n_layers)
+    except ValueError as e:
+        raise UsageError(f"--sharpen {e}") from None
+    n_kv = int(shape.split("-KV")[1].split("-")[0])  # "L30-H9-KV3-d64-C576"
+    for i in range(n_layers):
+        key = f"model.layers.{i}.self_attn.mem_scale"
+        tensors.setdefault(key, torch.zeros(n_kv))
+        if i in chosen:
+            tensors[key] = torch.full((n_kv,), math.log(factor))
+    icfg["mem_scale"] = True
+    return {str(i): factor for i in chosen}
 
 
 def main() -> None:
@@ -39,6 +62,7 @@ def main() -> None:
     ap.add_argument(
         "--write-chunk", type=int, default=None, help="tokens per delta-rule write (0: the whole segment)"
     )
+    ap.add_argument("--sharpen", default=None, help="LAYERS=A: memory queries and keys of LAYERS times A")
     a = ap.parse_args()
     tensors, meta = read_adapter(a.src)
     icfg = meta["infini_config"]
@@ -57,16 +81,19 @@ def main() -> None:
         if a.write_chunk < 0:
             raise UsageError(f"--write-chunk {a.write_chunk}: use 0 (whole segment) or a token count")
         icfg["write_chunk"] = packaged["write_chunk"] = a.write_chunk
+    if a.sharpen is not None:
+        packaged["sharpen"] = sharpen(tensors, icfg, meta["model_shape"], a.sharpen)
     out = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
     out["packaged"] = json.dumps(packaged)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(a.dst), metadata=out)
     layers = f", memory in layers {a.memory_layers}" if a.memory_layers != "all" else ""
     layers += f", writes of {a.write_chunk} tokens" if a.write_chunk else ""
+    layers += f", memory read sharpened {a.sharpen}" if a.sharpen else ""
     print(f"{a.dst}: {len(tensors)} tensors, segment_len {a.segment_len} (trained at {trained}){layers}")
 
 
 if __name__ == "__main__":
     try:
         main()
-    except UsageError as e:  # a bad --memory-layers: one line, no traceback
+    except UsageError as e:  # a bad --memory-layers or --sharpen: one line, no traceback
         raise SystemExit(f"error: {e}") from None

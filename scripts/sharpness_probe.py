@@ -4,7 +4,8 @@
 positive ones, so the read weight σ(a·q)·σ(a·k_t) / σ(a·q)·z concentrates on the keys that match best. If the
 retrieval heads' queries already told the digits apart, only weakly, a larger a would pull the answer's
 digits into order. The script multiplies the memory-path query and key (before σ, after the memory-scoped
-LoRA; local attention untouched) of the chosen layers by each a, and runs the `infini bench passkey` samples:
+LoRA and key convolution: model.InfiniConfig.mem_scale; local attention untouched) of the chosen layers by
+each a (1: the adapter's own read), and runs the `infini bench passkey` samples:
 
     python scripts/sharpness_probe.py --layers 22,23 --scales 1,2,3 --lengths 2k,8k
     python scripts/sharpness_probe.py --layers all --scales 1,1.5 --segment-len 256 --lengths 2k
@@ -16,9 +17,9 @@ samples with the right digits in any order, and digits in the right place.
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
-import torch.nn as nn
 
 from infinicli.bench import passkey as P
 from infinicli.bench.common import parse_ints, parse_lengths
@@ -26,23 +27,9 @@ from infinicli.model import InfiniAttention
 from infinicli.session import Options, Session
 
 
-class Scaled(nn.Module):
-    """a · (y + Δ(x)): a memory-path projection (with its memory-scoped LoRA, if any) scaled by a."""
-
-    def __init__(self, delta: nn.Module | None, a: float):
-        super().__init__()
-        self.delta, self.a = delta, a
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (y if self.delta is None else self.delta(x, y)) * self.a
-
-
-def set_scale(att: InfiniAttention, a: float | None) -> None:
-    """Scale (or, for None, restore) the memory query and key projections of one attention layer."""
-    for name in ("mem_q_proj", "mem_k_proj"):
-        cur = getattr(att, name, None)
-        base = cur.delta if isinstance(cur, Scaled) else cur
-        setattr(att, name, base if a is None else Scaled(base, a))
+def set_scale(att: InfiniAttention, a: float | None, original: torch.Tensor) -> None:
+    """Set the memory sharpness of one attention layer to ln a, or for None back to its adapter's value."""
+    att.mem_scale.data.copy_(original if a is None else torch.full_like(original, math.log(a)))
 
 
 def main() -> None:
@@ -59,7 +46,10 @@ def main() -> None:
     a = ap.parse_args()
 
     eng = Session(Options(adapter=a.adapter, segment_len=a.segment_len, threads=a.threads)).engine
+    eng.model.icfg.mem_scale = True
+    eng.model.add_mem_scale()  # s = 0 where the adapter has none: the read as shipped
     layers = eng.model.model.layers
+    original = [blk.self_attn.mem_scale.detach().clone() for blk in layers]
     chosen = range(len(layers)) if a.layers == "all" else parse_ints(a.layers, "--layers", 0, len(layers) - 1)
     settings = P.Settings(
         lengths=parse_lengths(a.lengths),
@@ -69,7 +59,7 @@ def main() -> None:
     )
     for scale in (float(s) for s in a.scales.split(",")):
         for i in chosen:
-            set_scale(layers[i].self_attn, None if scale == 1.0 else scale)
+            set_scale(layers[i].self_attn, None if scale == 1.0 else scale, original[i])
         rs = P.run(eng, settings)["results"]
         in_mem = [r for r in rs if r["needle_token"] < r["segments_in_memory"] * eng.segment_len]
         found = [r["found"] or "" for r in rs]

@@ -248,6 +248,76 @@ def test_memory_scoped_lora_keeps_the_empty_memory_model_exact(tiny_pair, tmp_pa
     assert meta["infini_config"]["lora_scope"] == "memory"
 
 
+def test_mem_scale_starts_as_identity_sharpens_memory_queries_and_keys_and_round_trips(tiny_pair, tmp_path):
+    """mem_scale: per layer and KV head, the memory queries and keys are multiplied by exp(s) before σ. At
+    s = 0 nothing changes; s = ln a multiplies exactly the memory path's q and k of that KV head's query
+    heads by a (local attention, and so a first segment's outputs, untouched); an adapter file restores it."""
+    from infinicli.loading import read_adapter, write_adapter
+
+    hf, ours = tiny_pair
+    for blk in ours.model.layers:
+        blk.self_attn.gate.data.fill_(0.3)
+    torch.manual_seed(5)
+    a, b = torch.randint(0, 97, (1, 16)), torch.randint(0, 97, (1, 16))
+
+    def run():
+        with torch.no_grad():
+            la, m = ours.forward_segment(a, ours.empty_memory())
+            lb, m2 = ours.forward_segment(b, m)
+        return la, lb, m2
+
+    la, lb, m = run()
+    ours.icfg.mem_scale = True
+    ours.add_mem_scale()
+    la0, lb0, m0 = run()
+    torch.testing.assert_close(lb0, lb)  # s = 0: the paper's read
+    torch.testing.assert_close(m0.M, m.M)
+
+    att = ours.model.layers[0].self_attn
+    x = torch.randn(1, 16, 64)
+    with torch.no_grad():
+        # queries [1, 4, T, d], keys [1, 2, T, d]
+        q0, k0 = att._mem_queries(x, att.q_proj(x)), att._mem_keys(x, att.k_proj(x))
+        att.mem_scale.copy_(torch.log(torch.tensor([2.0, 3.0])))
+        q1, k1 = att._mem_queries(x, att.q_proj(x)), att._mem_keys(x, att.k_proj(x))
+    per_q_head = torch.tensor([2.0, 2.0, 3.0, 3.0]).view(1, 4, 1, 1)  # query heads 0-1 share KV head 0
+    torch.testing.assert_close(q1, q0 * per_q_head)
+    torch.testing.assert_close(k1, k0 * torch.tensor([2.0, 3.0]).view(1, 2, 1, 1))
+    la1, lb1, m1 = run()
+    torch.testing.assert_close(la1, hf(a).logits, atol=1e-5, rtol=1e-4)  # empty memory: the base model
+    assert not torch.allclose(m1.M, m.M) and not torch.allclose(lb1, lb)
+
+    write_adapter(ours, tmp_path / "a.safetensors")
+    tensors, meta = read_adapter(tmp_path / "a.safetensors")
+    assert meta["infini_config"]["mem_scale"] is True
+    torch.testing.assert_close(tensors["model.layers.0.self_attn.mem_scale"], att.mem_scale.detach())
+
+
+def test_package_adapter_sharpen_sets_the_chosen_layers(tiny_model_dir, tmp_path):
+    """scripts/package_adapter.py --sharpen 1=2: the loaded model reads layer 1's memory with s = ln 2 and
+    layer 0's as before; a malformed spec is one line and a non-zero exit."""
+    import math
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from infinicli.loading import build_model, shape_id, write_adapter
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "package_adapter.py"
+    src, dst = tmp_path / "src.safetensors", tmp_path / "dst.safetensors"
+    base = build_model(tiny_model_dir, adapter=None).model
+    write_adapter(base, src, {"model_shape": shape_id(base.cfg)})
+    cmd = [sys.executable, str(script), str(src), str(dst), "--segment-len", "16"]
+    subprocess.run([*cmd, "--sharpen", "1=2"], check=True, capture_output=True)
+    model = build_model(tiny_model_dir, adapter=dst).model
+    assert model.icfg.mem_scale
+    torch.testing.assert_close(model.model.layers[1].self_attn.mem_scale, torch.full((2,), math.log(2.0)))
+    torch.testing.assert_close(model.model.layers[0].self_attn.mem_scale, torch.zeros(2))
+    bad = subprocess.run([*cmd, "--sharpen", "1=-2"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("error: --sharpen")
+
+
 def test_key_conv_starts_as_identity_matches_reference_and_round_trips(tiny_pair, tmp_path):
     """key_conv: the memory keys pass a causal per-channel convolution. At initialisation (identity) the
     memory is unchanged; with random taps it equals a naive loop over positions, is causal (a later token

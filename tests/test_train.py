@@ -7,6 +7,7 @@ All on the tiny random-weight model (fp32) with a tiny corpus written here, so n
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -357,10 +358,12 @@ def _metrics(out: Path) -> list[dict]:
 
 
 def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_path, factory):
-    """The optimizer of the loop (gates and LoRA groups) fits a small fixed set of passkey samples."""
+    """The optimizer of the loop (gates with the sharpness, and LoRA groups) fits a small fixed set of passkey
+    samples."""
     from infinicli.train.loop import Objective, build_training_model, make_optimizer, trainable_parameters
 
-    cfg = tiny_config(tiny_model_dir, corpus, tmp_path, "optim.lr=2e-2", "loss.distill=0")
+    sets = ("optim.lr=2e-2", "loss.distill=0", "model.mem_scale=true")
+    cfg = tiny_config(tiny_model_dir, corpus, tmp_path, *sets)
     torch.manual_seed(0)
     model = build_training_model(cfg, torch.device("cpu"))[0].model
     gates, others = trainable_parameters(model, "lora")
@@ -378,7 +381,9 @@ def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_
     # the tiny model's small random embeddings bound how peaked its logits can get: CE cannot go far below
     # ln(vocab) - 2, so the bar is an absolute drop
     assert losses[-1] < losses[0] - 0.25 and sum(losses[-3:]) < sum(losses[:3]), losses
-    assert all(g.item() != cfg.model.gate_init for _, p in gates for g in p)  # the gates moved
+    assert all(g.item() != cfg.model.gate_init for n, p in gates if n.endswith(".gate") for g in p)  # moved
+    scales = [p for n, p in gates if n.endswith(".mem_scale")]
+    assert len(scales) == 2 and all(s.item() != 0.0 for p in scales for s in p)  # the sharpness learned too
 
 
 def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):
@@ -430,7 +435,7 @@ def test_cli_train_writes_a_usable_adapter(tiny_model_dir, corpus, tmp_path, cap
     out = tmp_path / "cli"
     sets = [f"data.corpus={corpus}", f"model.model={tiny_model_dir}", "run.bf16=false", "loss.distill_pool=2"]
     sets += ["loss.distill_response_tokens=2", 'data.books=["books/miller.txt"]', "curriculum.start_max=2"]
-    sets += ["model.write_chunk=4"]
+    sets += ["model.write_chunk=4", "model.mem_scale=true", "model.mem_scale_init=1=2"]
     args = [
         "train",
         "--steps",
@@ -453,10 +458,17 @@ def test_cli_train_writes_a_usable_adapter(tiny_model_dir, corpus, tmp_path, cap
 
     _, meta = read_adapter(out / "adapter.safetensors")
     assert meta["training"]["steps"] == 1 and meta["model_shape"] and meta["infini_config"]["lora_rank"] == 8
+    tensors, _ = read_adapter(out / "adapter.safetensors")
+    # the sharpness, trained with the gates: layer 1 started at ln 2, layer 0 at 0 (one step moves little)
+    assert (tensors["model.layers.1.self_attn.mem_scale"] - math.log(2)).abs().max() < 0.3
+    assert tensors["model.layers.0.self_attn.mem_scale"].abs().max() < 0.3
     icfg = build_model(tiny_model_dir, adapter=out / "adapter.safetensors").model.icfg
     assert icfg.segment_len == S and icfg.write_chunk == 4  # the write size trained with travels along
+    assert icfg.mem_scale
     assert main(["train", "--set", "optim.nope=1"]) == 2
     assert main(["train", "--set", "model.write_chunk=-1"]) == 2
+    assert main(["train", "--set", "model.mem_scale_init=22,23"]) == 2  # no factor
+    assert main(["train", "--set", "model.mem_scale_init=1=2"]) == 2  # without model.mem_scale
 
 
 def test_torchrun_two_ranks_agree(tiny_model_dir, corpus, tmp_path):

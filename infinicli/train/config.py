@@ -55,6 +55,11 @@ class ModelSection:
     # > 0: the delta-rule write of each segment goes in chunks of this many tokens (model.InfiniConfig.
     # write_chunk); 0: one write per segment, as in the paper. Recorded in the adapter.
     write_chunk: int = 0
+    # True: a memory sharpness per layer and KV head (model.InfiniConfig.mem_scale), trained with the gates
+    # (their learning rate, no weight decay). Added, at 0 (no sharpening), to an init_adapter that has none.
+    mem_scale: bool = False
+    # "LAYERS=A" (e.g. "22,23=2"): where the sharpness is added, those layers start at s = ln A instead of 0
+    mem_scale_init: str = ""
 
 
 @dataclass
@@ -158,6 +163,15 @@ class TrainConfig:
             raise ConfigError("model.train = 'lora' needs model.lora_rank > 0")
         if not 0 <= m.key_conv <= 16:
             raise ConfigError(f"model.key_conv = {m.key_conv}: use 0 (none) to 16 positions")
+        if m.mem_scale_init:
+            from infinicli.model import parse_sharpen
+
+            try:
+                parse_sharpen(m.mem_scale_init, 10_000)  # the format; the layer count is the model's
+            except ValueError as e:
+                raise ConfigError(f"model.mem_scale_init = {e}") from None
+            if not m.mem_scale:
+                raise ConfigError("model.mem_scale_init needs model.mem_scale = true")
         if m.write_chunk < 0:
             raise ConfigError(f"model.write_chunk = {m.write_chunk}: use 0 (whole segment) or a token count")
         if m.train_from_layer < 0:

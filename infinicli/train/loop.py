@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from infinicli.model import InfiniLlama, LoRADelta, Memory, is_adapter_key
+from infinicli.model import InfiniLlama, LoRADelta, Memory, is_adapter_key, parse_sharpen
 from infinicli.train.config import CONFIG_NAME, ConfigError, TrainConfig
 from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
 
@@ -296,7 +296,7 @@ def trainable_parameters(model: InfiniLlama, mode: str, from_layer: int = 0) -> 
     for name, p in model.named_parameters():
         if id(p) in frozen:
             continue
-        if name.endswith(".gate"):
+        if name.endswith((".gate", ".mem_scale")):  # per-head scalars: their own rate, no decay
             gates.append((name, p))
         elif mode == "lora" and is_adapter_key(name):  # LoRA matrices and key convolutions
             others.append((name, p))
@@ -345,6 +345,14 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
     if m.key_conv > 0 and model.icfg.key_conv <= 0:
         model.icfg.key_conv = int(m.key_conv)
         model.add_key_conv()
+    if m.mem_scale and not model.icfg.mem_scale:
+        model.icfg.mem_scale = True
+        model.add_mem_scale()
+        if m.mem_scale_init:
+            try:
+                model.sharpen(*parse_sharpen(m.mem_scale_init, model.cfg.n_layers))
+            except ValueError as e:
+                raise ConfigError(f"model.mem_scale_init = {e}") from None
     for name, p in model.named_parameters():
         if is_adapter_key(name):
             p.data = p.data.float()
@@ -832,7 +840,8 @@ class Trainer:
         if acc is not None:
             self.acc_window.append((tot["exact"], tot["qa"]))
         win_qa = sum(q for _, q in self.acc_window)
-        gate = torch.cat([torch.sigmoid(p.detach().float()) for _, p in self.gates]).mean().item()
+        betas = [p.detach().float() for n, p in self.gates if n.endswith(".gate")]
+        gate = torch.cat(betas).sigmoid().mean().item()
         prog = Progress(
             step=self.step,
             steps=cfg.run.steps,
