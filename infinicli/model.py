@@ -327,16 +327,15 @@ class InfiniAttention(nn.Module):
         Hkv, d = self.cfg.n_kv_heads, self.cfg.head_dim
         k = self._mem_delta("k_proj", x, k_flat).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
         w = getattr(self, "mem_k_conv", None)  # [Hkv, d, K], w[..., K-1] weighs the current position
+        if w is not None:
+            w = w.to(k.dtype)
+            K = w.shape[-1]
+            kp = F.pad(k, (0, 0, K - 1, 0))  # [B, Hkv, K-1+T, d]: zeros before the segment start
+            k = kp[:, :, K - 1 :] * w[:, None, :, K - 1]
+            for j in range(K - 1):
+                k = k + kp[:, :, j : j + T] * w[:, None, :, j]
         a = self._mem_scale(Hkv)
-        if w is None:
-            return k if a is None else k * a.to(k.dtype)
-        w = w.to(k.dtype)
-        K = w.shape[-1]
-        kp = F.pad(k, (0, 0, K - 1, 0))  # [B, Hkv, K-1+T, d]: zeros before the segment start
-        out = kp[:, :, K - 1 :] * w[:, None, :, K - 1]
-        for j in range(K - 1):
-            out = out + kp[:, :, j : j + T] * w[:, None, :, j]
-        return out if a is None else out * a.to(out.dtype)
+        return k if a is None else k * a.to(k.dtype)
 
 
 class MLP(nn.Module):
