@@ -183,6 +183,9 @@ class RMSNorm(nn.Module):
         # Llama's RMSNorm: normalise in fp32, round to the input dtype, then scale (one fused kernel)
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # the same math in one pass
             return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        y = kernels.rms_norm(x, self.weight, self.eps)  # bf16 on an AVX512-BF16 CPU: one native pass
+        if y is not None:
+            return y
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
@@ -234,16 +237,8 @@ class InfiniAttention(nn.Module):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         B, T, _ = x.shape
         H, Hkv, d = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
-        G = H // Hkv
         if memory_only:  # the last layer while reading: its output is never used, only its memory write
-            k_m = self._mem_keys(x, self.k_proj(x))
-            v_m = self._mem_delta("v_proj", x, self.v_proj(x))
-            sk = mem.sigma(k_m.float())
-            vf = v_m.view(B, T, Hkv, d).transpose(1, 2).float()
-            if M is None:
-                M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
-                z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
-            M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps, self.icfg.write_chunk)
+            M, z = self._write(x, self.k_proj(x), self.v_proj(x), M, z)
             return None, M, z
         q_flat, k_flat, v_flat = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B, T, (H|Hkv)·d]
         q = q_flat.view(B, T, H, d).transpose(1, 2)  # [B, H, T, d]   pre-RoPE
@@ -251,6 +246,38 @@ class InfiniAttention(nn.Module):
         v = v_flat.view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
 
         # local causal dot-product attention inside the segment (RoPE positions restart per segment)
+        a_dot = None
+        if kv is None:  # reading: the native kernel rotates q and k itself where it applies
+            a_dot = kernels.causal_attention(q, k, v, cos, sin)
+        if a_dot is None:
+            a_dot = self._local_attention(q, k, v, cos, sin, kv, layer)
+        # a_dot: [B, H, T, d]
+
+        mem_out = None  # memory-scoped LoRA on the output projection: applied to the memory share only
+        if M is None:  # empty memory: exactly the base model (eq. 6 only once memory holds something)
+            out = a_dot
+        else:
+            out, mem_out = self._read(x, q_flat, M, z, a_dot)
+        if write:  # eq. 4 / 5 with this segment's keys and values (pre-RoPE keys)
+            M, z = self._write(x, k_flat, v_flat, M, z)
+        out = self.o_proj(out.transpose(1, 2).reshape(B, T, H * d))
+        if mem_out is not None:
+            out = self.mem_o_proj(mem_out, out)
+        return out, M, z
+
+    def _local_attention(
+        self,
+        q: torch.Tensor,  # [B, H, T, d] pre-RoPE
+        k: torch.Tensor,  # [B, Hkv, T, d] pre-RoPE
+        v: torch.Tensor,  # [B, Hkv, T, d]
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
+        """Causal attention of this segment's queries over its keys (and the cached ones): [B, H, T, d]."""
+        T = q.shape[2]
+        G = q.shape[1] // k.shape[1]
         qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
         if kv is not None:
@@ -270,34 +297,50 @@ class InfiniAttention(nn.Module):
         elif T == 1:
             a_dot = F.scaled_dot_product_attention(qr, kr, v_all, enable_gqa=G > 1)
         else:
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
             a_dot = F.scaled_dot_product_attention(qr, kr, v_all, attn_mask=mask, enable_gqa=G > 1)
-        # a_dot: [B, H, T, d]
+        return a_dot
 
-        mem_out = None  # memory-scoped LoRA on the output projection: applied to the memory share only
-        if M is None:  # empty memory: exactly the base model (eq. 6 only once memory holds something)
-            out = a_dot
-        else:
-            q_m = self._mem_queries(x, q_flat)  # [B, H, T, d]
-            sq = mem.sigma(q_m.float()).reshape(B, Hkv, G * T, d)  # the G query heads of a KV head share it
-            a_mem = mem.retrieve(sq, M, z, self.icfg.eps).view(B, H, T, d)  # eq. 3
-            out = mem.gate_mix(a_mem, a_dot, self.gate)  # eq. 6
-            if getattr(self, "mem_o_proj", None) is not None:
-                g = torch.sigmoid(self.gate).view(1, H, 1, 1)
-                mem_out = (g * a_mem).to(x.dtype).transpose(1, 2).reshape(B, T, H * d)
+    def _read(
+        self, x: torch.Tensor, q_flat: torch.Tensor, M: torch.Tensor, z: torch.Tensor, a_dot: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eq. 3 and eq. 6: the gated mix [B, H, T, d] of memory read and local attention a_dot, and the
+        memory share sigmoid(β)·A_mem as [B, T, H·d] when a memory-scoped output LoRA needs it (else None)."""
+        B, T, _ = x.shape
+        H, Hkv, d = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
+        want_mem = getattr(self, "mem_o_proj", None) is not None
+        q_m = self._mem_delta("q_proj", x, q_flat)  # [B, T, H·d] before sharpening and σ
+        fused = kernels.memory_read(q_m, self._mem_scale(H), M, z, self.gate, a_dot, self.icfg.eps, want_mem)
+        if fused is not None:  # one native pass, written over a_dot
+            return fused
+        sq = mem.sigma(self._sharpened_heads(q_m, H).float())  # [B, H, T, d]
+        sq = sq.reshape(B, Hkv, H // Hkv * T, d)  # the query heads of a KV head share its memory
+        a_mem = mem.retrieve(sq, M, z, self.icfg.eps).view(B, H, T, d)  # eq. 3
+        out = mem.gate_mix(a_mem, a_dot, self.gate)  # eq. 6
+        mem_out = None
+        if want_mem:
+            g = torch.sigmoid(self.gate).view(1, H, 1, 1)
+            mem_out = (g * a_mem).to(x.dtype).transpose(1, 2).reshape(B, T, H * d)
+        return out, mem_out
 
-        if write:  # eq. 4 / 5 with this segment's keys and values (pre-RoPE keys)
-            k_m = self._mem_keys(x, k_flat)
-            v_m = self._mem_delta("v_proj", x, v_flat).view(B, T, Hkv, d).transpose(1, 2)
-            sk, vf = mem.sigma(k_m.float()), v_m.float()
-            if M is None:
-                M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
-                z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
-            M, z = mem.update(M, z, sk, vf, self.icfg.update_rule, self.icfg.eps, self.icfg.write_chunk)
-        out = self.o_proj(out.transpose(1, 2).reshape(B, T, H * d))
-        if mem_out is not None:
-            out = self.mem_o_proj(mem_out, out)
-        return out, M, z
+    def _write(
+        self, x: torch.Tensor, k_flat: torch.Tensor, v_flat: torch.Tensor, M: torch.Tensor | None, z
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 4 / 5: the memory (M, z) after writing this segment's keys and values (pre-RoPE keys)."""
+        B, T, _ = x.shape
+        Hkv, d = self.cfg.n_kv_heads, self.cfg.head_dim
+        k_m = self._mem_keys_flat(x, k_flat)  # [B, T, Hkv·d] before sharpening and σ
+        v_m = self._mem_delta("v_proj", x, v_flat)  # [B, T, Hkv·d]
+        if M is None:
+            M = torch.zeros(B, Hkv, d, d, dtype=torch.float32, device=x.device)
+            z = torch.zeros(B, Hkv, d, dtype=torch.float32, device=x.device)
+        rule, eps, chunk = self.icfg.update_rule, self.icfg.eps, self.icfg.write_chunk
+        fused = kernels.memory_write(k_m, v_m, self._mem_scale(Hkv), M, z, rule, eps, chunk)
+        if fused is not None:  # one native pass per chunk
+            return fused
+        sk = mem.sigma(self._sharpened_heads(k_m, Hkv).float())  # [B, Hkv, T, d]
+        vf = v_m.view(B, T, Hkv, d).transpose(1, 2).float()
+        return mem.update(M, z, sk, vf, rule, eps, chunk)
 
     def _mem_delta(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """y plus the memory-scoped LoRA correction of projection `name`, when there is one."""
@@ -305,37 +348,42 @@ class InfiniAttention(nn.Module):
         return y if delta is None else delta(x, y)
 
     def _mem_scale(self, n_heads: int) -> torch.Tensor | None:
-        """exp(s) per head as [n_heads, 1, 1] (query heads share their KV head's); None without mem_scale."""
+        """exp(s) per head, [n_heads] (query heads share their KV head's); None without mem_scale."""
         s = getattr(self, "mem_scale", None)  # [Hkv]
         if s is None:
             return None
-        return s.float().exp().repeat_interleave(n_heads // s.shape[0]).view(n_heads, 1, 1)
+        return s.float().exp().repeat_interleave(n_heads // s.shape[0])
+
+    def _sharpened_heads(self, flat: torch.Tensor, n_heads: int) -> torch.Tensor:
+        """[B, T, n·d] memory queries or keys → [B, n, T, d], times exp(s) when there is a sharpness."""
+        B, T, _ = flat.shape
+        h = flat.view(B, T, n_heads, self.cfg.head_dim).transpose(1, 2)
+        a = self._mem_scale(n_heads)
+        return h if a is None else h * a.view(n_heads, 1, 1).to(h.dtype)
 
     def _mem_queries(self, x: torch.Tensor, q_flat: torch.Tensor) -> torch.Tensor:
         """Memory queries [B, H, T, d] (pre-σ): the query projection with its memory delta, sharpened."""
-        B, T, _ = x.shape
-        H, d = self.cfg.n_heads, self.cfg.head_dim
-        q = self._mem_delta("q_proj", x, q_flat).view(B, T, H, d).transpose(1, 2)
-        a = self._mem_scale(H)
-        return q if a is None else q * a.to(q.dtype)
+        return self._sharpened_heads(self._mem_delta("q_proj", x, q_flat), self.cfg.n_heads)
 
     def _mem_keys(self, x: torch.Tensor, k_flat: torch.Tensor) -> torch.Tensor:
-        """Memory keys [B, Hkv, T, d] (pre-σ): the key projection with its memory delta, then the causal key
-        convolution when there is one: k'_t = Σ_j w_j ⊙ k_{t-K+1+j} (zero before the segment start), then
-        the sharpening exp(s) when there is one."""
-        B, T, _ = x.shape
-        Hkv, d = self.cfg.n_kv_heads, self.cfg.head_dim
-        k = self._mem_delta("k_proj", x, k_flat).view(B, T, Hkv, d).transpose(1, 2)  # [B, Hkv, T, d]
+        """Memory keys [B, Hkv, T, d] (pre-σ): _mem_keys_flat's, sharpened."""
+        return self._sharpened_heads(self._mem_keys_flat(x, k_flat), self.cfg.n_kv_heads)
+
+    def _mem_keys_flat(self, x: torch.Tensor, k_flat: torch.Tensor) -> torch.Tensor:
+        """Memory keys [B, T, Hkv·d] before sharpening and σ: the key projection with its memory delta, then
+        the causal key convolution when there is one: k'_t = Σ_j w_j ⊙ k_{t-K+1+j} (zero before the segment
+        start). The sharpening exp(s) multiplies them where they are read (_write, the native kernel)."""
+        T = x.shape[1]
+        k = self._mem_delta("k_proj", x, k_flat)  # [B, T, Hkv·d]
         w = getattr(self, "mem_k_conv", None)  # [Hkv, d, K], w[..., K-1] weighs the current position
         if w is not None:
-            w = w.to(k.dtype)
             K = w.shape[-1]
-            kp = F.pad(k, (0, 0, K - 1, 0))  # [B, Hkv, K-1+T, d]: zeros before the segment start
-            k = kp[:, :, K - 1 :] * w[:, None, :, K - 1]
+            w = w.to(k.dtype).reshape(-1, K)  # [Hkv·d, K], the channels in k's order
+            kp = F.pad(k, (0, 0, K - 1, 0))  # [B, K-1+T, Hkv·d]: zeros before the segment start
+            k = kp[:, K - 1 :] * w[:, K - 1]
             for j in range(K - 1):
-                k = k + kp[:, :, j : j + T] * w[:, None, :, j]
-        a = self._mem_scale(Hkv)
-        return k if a is None else k * a.to(k.dtype)
+                k = k + kp[:, j : j + T] * w[:, j]
+        return k
 
 
 class MLP(nn.Module):
@@ -349,7 +397,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        return self.down_proj(F.silu(self.gate_proj(x), inplace=True).mul_(self.up_proj(x)))  # no copies
+        g, u = self.gate_proj(x), self.up_proj(x)
+        h = kernels.silu_mul_(g, u)  # one native pass where it applies
+        return self.down_proj(h if h is not None else F.silu(g, inplace=True).mul_(u))  # no copies
 
 
 class Block(nn.Module):

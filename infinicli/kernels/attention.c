@@ -5,48 +5,45 @@
  * Dot products run on the bf16 dot-product instruction (vdpbf16ps: pairs of bf16 multiplied, summed into fp32),
  * scores and the online softmax stay in fp32; only the softmax weights P are rounded to bf16 before P·V,
  * as GPU flash attention does. Head dim must be 64. Work items are (batch, query head, block of 64 queries);
- * a small pool of pthreads takes them from an atomic counter, largest first.
+ * a small pool of pthreads takes them from an atomic counter, largest first. Given RoPE tables, the kernel
+ * rotates the queries and keys itself as it loads them (the reading path then makes no pass of its own for it).
  *
  * Built on first use by infinicli/kernels/__init__.py with the system C compiler; callers fall back to
  * torch's scaled_dot_product_attention when it cannot be built or the CPU lacks AVX512-BF16.
  */
-#include <immintrin.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "simd.h"
 
 #define D 64          /* head dim */
 #define BLK 64        /* queries per work item = keys per block */
 #define RG 4          /* query rows per register tile */
 
-typedef uint16_t bf16;
-
 typedef struct {
     const bf16 *q;
     bf16 *out;
     const uint32_t *kp, *vp; /* packed keys / values, per (b, kv head) */
+    const float *cos, *sin;  /* NULL, or RoPE tables [T][64] applied to the queries here (keys when packed) */
     int B, H, Hkv, T, nblk;
     long qs_b, qs_h, qs_t, os_b, os_h, os_t;
     float scale_log2e;
     int n_items;
-    int next; /* atomic work counter */
 } job_t;
 
-/* 2^x for x <= 0 (scores minus their running max), |rel err| < 2e-7 */
-static inline __m512 exp2_ps(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
-    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(x, n); /* [-0.5, 0.5] */
-    __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.2402265069591007f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471805599453f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+/* dst = RoPE(src) at position t (Llama's rotate-half: x·cos + (−x₂, x₁)·sin), fp32 math, bf16 out; or a copy */
+static inline void rope_row(bf16 *dst, const bf16 *src, const float *cos, const float *sin, int t) {
+    if (!cos) {
+        memcpy(dst, src, D * sizeof(bf16));
+        return;
+    }
+    const float *c = cos + (long)t * D, *s = sin + (long)t * D;
+    __m512 x0 = load_bf16(src), x1 = load_bf16(src + 16), x2 = load_bf16(src + 32), x3 = load_bf16(src + 48);
+    store_bf16(dst, _mm512_fnmadd_ps(x2, _mm512_loadu_ps(s), _mm512_mul_ps(x0, _mm512_loadu_ps(c))));
+    store_bf16(dst + 16, _mm512_fnmadd_ps(x3, _mm512_loadu_ps(s + 16), _mm512_mul_ps(x1, _mm512_loadu_ps(c + 16))));
+    store_bf16(dst + 32, _mm512_fmadd_ps(x0, _mm512_loadu_ps(s + 32), _mm512_mul_ps(x2, _mm512_loadu_ps(c + 32))));
+    store_bf16(dst + 48, _mm512_fmadd_ps(x1, _mm512_loadu_ps(s + 48), _mm512_mul_ps(x3, _mm512_loadu_ps(c + 48))));
 }
 
 static inline __m512 dp(__m512 acc, __m512i a, __m512i b) {
@@ -72,7 +69,7 @@ static void attend_block(const job_t *j, int item) {
     memset(O, 0, sizeof O);
     for (int r = 0; r < BLK; r++) {
         int t = q0 + r < j->T ? q0 + r : j->T - 1; /* rows past the end repeat the last (not stored) */
-        memcpy(qrow[r], j->q + b * j->qs_b + h * j->qs_h + (long)t * j->qs_t, D * sizeof(bf16));
+        rope_row((bf16 *)qrow[r], j->q + b * j->qs_b + h * j->qs_h + (long)t * j->qs_t, j->cos, j->sin, t);
         m[r] = -INFINITY;
         l[r] = 0.0f;
     }
@@ -159,24 +156,17 @@ static void attend_block(const job_t *j, int item) {
     }
 }
 
-static void *worker(void *arg) {
-    job_t *j = (job_t *)arg;
-    for (;;) {
-        int item = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-        if (item >= j->n_items) break;
-        attend_block(j, item);
-    }
-    return NULL;
-}
+static void attend_item(void *ctx, int item) { attend_block((const job_t *)ctx, item); }
 
 /* Pack keys as [16-key group][32 d-pairs][16 keys] and values as [key pair][64 d] (bf16 pairs in uint32),
  * zero-padded to a multiple of 64 keys. */
 static void pack_kv(const bf16 *k, const bf16 *v, long ks_t, long vs_t, int T, int tpad, uint32_t *kp,
-                    uint32_t *vp) {
+                    uint32_t *vp, const float *cos, const float *sin) {
     memset(kp, 0, (size_t)tpad * D * sizeof(bf16));
     memset(vp, 0, (size_t)tpad * D * sizeof(bf16));
     for (int t = 0; t < T; t++) {
-        const uint32_t *krow = (const uint32_t *)(k + (long)t * ks_t);
+        uint32_t krow[D / 2] __attribute__((aligned(64)));
+        rope_row((bf16 *)krow, k + (long)t * ks_t, cos, sin, t);
         uint32_t *dst = kp + (long)(t / 16) * (D / 2) * 16 + t % 16;
         for (int p = 0; p < D / 2; p++) dst[p * 16] = krow[p];
     }
@@ -187,12 +177,13 @@ static void pack_kv(const bf16 *k, const bf16 *v, long ks_t, long vs_t, int T, i
     }
 }
 
-/* Returns 0 on success, -1 on bad arguments or allocation failure (the caller then falls back). */
+/* Returns 0 on success, -1 on bad arguments or allocation failure (the caller then falls back).
+ * cos, sin: NULL, or RoPE tables [T][64] (fp32) to apply to q and k first (positions 0..T-1). */
 int infini_causal_attention(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int B, int H, int Hkv,
                             int T, int d, long qs_b, long qs_h, long qs_t, long ks_b, long ks_h, long ks_t,
                             long vs_b, long vs_h, long vs_t, long os_b, long os_h, long os_t, float scale,
-                            int n_threads) {
-    if (d != D || B < 1 || T < 1 || Hkv < 1 || H % Hkv != 0) return -1;
+                            const float *cos, const float *sin, int n_threads) {
+    if (d != D || B < 1 || T < 1 || Hkv < 1 || H % Hkv != 0 || !cos != !sin) return -1;
     const int nblk = (T + BLK - 1) / BLK;
     const long tpad = (long)nblk * BLK;
     size_t bytes = (size_t)B * Hkv * tpad * D * sizeof(bf16);
@@ -206,18 +197,11 @@ int infini_causal_attention(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *o
         for (int g = 0; g < Hkv; g++) {
             long off = ((long)b * Hkv + g) * tpad * (D / 2);
             pack_kv(k + b * ks_b + g * ks_h, v + b * vs_b + g * vs_h, ks_t, vs_t, T, (int)tpad, kp + off,
-                    vp + off);
+                    vp + off, cos, sin);
         }
-    job_t j = {q, out, kp, vp, B, H, Hkv, T, nblk, qs_b, qs_h, qs_t, os_b, os_h, os_t,
-               scale * 1.4426950408889634f, B * H * nblk, 0};
-    if (n_threads < 1) n_threads = 1;
-    if (n_threads > 64) n_threads = 64;
-    pthread_t th[64];
-    int started = 0;
-    for (int i = 1; i < n_threads; i++)
-        if (pthread_create(&th[started], NULL, worker, &j) == 0) started++;
-    worker(&j);
-    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    job_t j = {q, out, kp, vp, cos, sin, B, H, Hkv, T, nblk, qs_b, qs_h, qs_t, os_b, os_h, os_t,
+               scale * LOG2E, B * H * nblk};
+    parallel_for(attend_item, &j, j.n_items, n_threads);
     free(kp);
     free(vp);
     return 0;
