@@ -206,7 +206,7 @@ def run_speed(
     if e.lm.device.type == "cpu":
         from infinicli.kernels import native_attention_status
 
-        res["attention"] = native_attention_status()  # "native" (bf16 kernel) or why torch's SDPA is used
+        res["attention"] = native_attention_status()  # "native" (bf16 kernels) or why torch's ops are used
     toks = book_tokens(session, book, tokens)
     res["tokens"] = len(toks)
 
@@ -312,7 +312,7 @@ def format_speed(res: dict) -> str:
         ratio = f"{res['read_vs_baseline']:.2f}x" if "read_vs_baseline" in res else ""
         add(
             f"read tok/s ({res['dtype']}, seg {res['segment_len']}"
-            + (", native attention)" if res.get("attention") == "native" else ")"),
+            + (", native kernels)" if res.get("attention") == "native" else ")"),
             f"{res['read_tok_s']:,.0f}",
             base,
             ratio,
