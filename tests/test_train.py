@@ -558,3 +558,34 @@ def test_memory_scoped_lora_trains_and_loads_as_the_base_model_with_empty_memory
         a, _ = trained.forward_segment(ids, trained.empty_memory())
         b, _ = base.forward_segment(ids, base.empty_memory())
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_distill_with_memory_is_the_only_kl_a_memory_scoped_adapter_feels(
+    tiny_model_dir, corpus, tmp_path, factory
+):
+    """With LoRA scoped to the memory path, the model reading a chat input with an empty memory is the base
+    model (KL exactly 0, no gradient); loss.distill_memory reads it with the sample's memory instead, and the
+    KL then reaches the gates and the LoRA."""
+    from infinicli.train.loop import Objective, build_training_model, trainable_parameters
+
+    rng = random.Random(5)
+    batch = collate([factory.sample(rng, 3, "passkey")])
+    ids = torch.randint(0, 100, (2, 24))
+    mask = torch.ones(2, 24, dtype=torch.bool)
+    kls = {}
+    for on in (False, True):
+        sets = ("model.lora_scope=memory", f"loss.distill_memory={'true' if on else 'false'}")
+        cfg = tiny_config(tiny_model_dir, corpus, tmp_path / str(on), "loss.answer=0", "loss.lm=0", *sets)
+        torch.manual_seed(0)
+        model = build_training_model(cfg, torch.device("cpu"))[0].model
+        gates, others = trainable_parameters(model, "lora")
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if ".lora_B" in name:
+                    p.normal_(0, 0.02)
+        loss, stats = Objective(model, cfg)(batch, (ids, mask))
+        kls[on] = stats["kl_sum"].item()
+        if on:
+            loss.backward()
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in gates if n.endswith(".gate"))
+    assert kls[False] == 0.0 and kls[True] > 1e-6, kls

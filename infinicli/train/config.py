@@ -110,12 +110,17 @@ class OptimSection:
 class LossSection:
     answer: float = 1.0  # CE on the answer tokens of the final segment
     lm: float = 1.0  # next-token CE on every segment of LM samples (memory carried)
-    distill: float = 1.0  # KL(base || model) on short chat inputs with empty memory
+    distill: float = 1.0  # KL(base || model) on short chat inputs (the base model: empty memory)
     distill_prob: float = 0.5  # share of forwards that add a distillation batch
     distill_max_tokens: int = 192
     distill_response_tokens: int = 40  # base-model answer appended to each fixed chat prompt (0 = none)
     distill_pool: int = 24  # chat inputs prepared once per run (fixed prompts + book-passage prompts)
     distill_fresh: float = 0.5  # share of distillation inputs that are new book-passage prompts (no answer)
+    # False: the model reads the chat inputs with an empty memory too (then only LoRA of scope "all" can make
+    # it differ from the base model: with scope "memory" the term is exactly 0). True: the model reads them
+    # with the memory the sample of the same forward left (text unrelated to the chat input), so the term
+    # teaches that a memory holding nothing relevant must not change the answers to what is read locally
+    distill_memory: bool = False
 
 
 @dataclass

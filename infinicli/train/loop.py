@@ -8,7 +8,8 @@ are kept for one segment at a time and only the memory states (L·H·d·(d+1) fl
 
 Loss = answer · CE(answer tokens of the final segment)
      + lm · CE(next token, every segment and the tail of LM samples)
-     + distill · KL(base ‖ model) on short chat turns with empty memory,
+     + distill · KL(base ‖ model) on short chat turns (the model's memory empty, or with
+       loss.distill_memory the memory its QA sample left: unrelated text must not change local answers),
 where "base" is the same network with its LoRA switched off (with empty memory the gates are idle, so that is
 exactly the original model; with full training of the projections, a frozen copy of the original).
 
@@ -224,13 +225,19 @@ class Objective(nn.Module):
             "kl_n": M.new_zeros(()),
         }
         if distill is not None:
-            kl = self.kl(*distill)
+            mem = None
+            if w.distill_memory and n > 0:  # the sample's memory, its first item for every chat input
+                Bd = distill[0].shape[0]
+                Mx, zx = torch.cat([M_lo, M])[:, :1], torch.cat([z_lo, z])[:, :1]
+                mem = Memory(Mx.expand(-1, Bd, -1, -1, -1), zx.expand(-1, Bd, -1, -1), n)
+            kl = self.kl(*distill, memory=mem)
             stats["kl_sum"], stats["kl_n"] = kl.detach(), M.new_ones(())
             loss = loss + w.distill * kl
         return loss, stats
 
-    def kl(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """KL(base ‖ model) per token, on inputs with empty memory (only LoRA can make them differ)."""
+    def kl(self, ids: torch.Tensor, mask: torch.Tensor, memory: Memory | None = None) -> torch.Tensor:
+        """KL(base ‖ model) per token: the base model reads `ids` with an empty memory, the model with
+        `memory` (None: empty too, and then only LoRA of scope "all" can make them differ)."""
         model, base = self.model, self._base[0]
         with torch.no_grad():
             ref_model = base if base is not None else model
@@ -240,7 +247,8 @@ class Objective(nn.Module):
                     ids, ref_model.empty_memory(ids.shape[0]), write=False, hidden=True
                 )
                 ref = ref_model.head(hb[mask]).float().log_softmax(-1)
-        h, _ = model.forward_segment(ids, model.empty_memory(ids.shape[0]), write=False, hidden=True)
+        memory = model.empty_memory(ids.shape[0]) if memory is None else memory
+        h, _ = model.forward_segment(ids, memory, write=False, hidden=True)
         logp = model.head(h[mask]).float().log_softmax(-1)
         return F.kl_div(logp, ref, log_target=True, reduction="batchmean")
 
@@ -556,10 +564,13 @@ class Trainer:
 
     def _distill_pool(self) -> DistillPool | None:
         cfg = self.cfg
-        if cfg.loss.distill <= 0 or cfg.loss.distill_prob <= 0 or cfg.model.train == "gates":
-            return None  # gates alone cannot change the model with empty memory: nothing to distil
-        if cfg.model.train == "lora" and self.model.icfg.lora_scope == "memory":
-            return None  # memory-scoped LoRA leaves the empty-memory model exactly the base: KL is 0
+        if cfg.loss.distill <= 0 or cfg.loss.distill_prob <= 0:
+            return None
+        if not cfg.loss.distill_memory:  # the model reads the chat inputs with an empty memory too
+            if cfg.model.train == "gates":
+                return None  # gates alone cannot change the model with empty memory: nothing to distil
+            if cfg.model.train == "lora" and self.model.icfg.lora_scope == "memory":
+                return None  # memory-scoped LoRA leaves the empty-memory model exactly the base: KL is 0
         pool = DistillPool(
             self.tok,
             self.factory,
