@@ -45,8 +45,8 @@ def main() -> None:
     results = []
     for item in facts():
         t0 = time.perf_counter()
-        # the path as README types it: the file's name goes into the stream (engine.file_marker), and with
-        # it where the segments end, so an absolute path would change which facts are local
+        # the path as README types it: the file's name goes into the stream (engine.file_marker), so another
+        # spelling of the path moves where the segments end (and, measured, can change the answer)
         state = session.memory_for([f"sample_docs/{item['source']}"]).state
         reply = "".join(session.answer(state, item["q"])).strip()
         ok = all(p.lower() in reply.lower() for p in item["parts"])
