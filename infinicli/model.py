@@ -324,7 +324,12 @@ class InfiniAttention(nn.Module):
         return out, mem_out
 
     def _write(
-        self, x: torch.Tensor, k_flat: torch.Tensor, v_flat: torch.Tensor, M: torch.Tensor | None, z
+        self,
+        x: torch.Tensor,
+        k_flat: torch.Tensor,
+        v_flat: torch.Tensor,
+        M: torch.Tensor | None,
+        z: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 4 / 5: the memory (M, z) after writing this segment's keys and values (pre-RoPE keys)."""
         B, T, _ = x.shape
