@@ -199,6 +199,7 @@ def build_model(
         model.add_lora()  # after the meta-device construction: LoRA matrices are real CPU tensors
     model.add_key_conv()  # (when icfg.key_conv > 0)
     model.add_mem_scale()  # (when icfg.mem_scale)
+    model.add_gate_query()  # (when icfg.gate_query)
     missing = set(tensors) - set(model.state_dict())
     if missing:
         raise ModelError(f"adapter {adapter_path} does not fit this model ({sorted(missing)[0]} unknown)")
@@ -210,8 +211,10 @@ def build_model(
     for blk in model.model.layers:  # gates and sharpness stay fp32
         att = blk.self_attn
         att.gate.data = att.gate.data.float()
-        if getattr(att, "mem_scale", None) is not None:
-            att.mem_scale.data = att.mem_scale.data.float()
+        for name in ("mem_scale", "gate_q"):
+            p = getattr(att, name, None)
+            if p is not None:
+                p.data = p.data.float()
     model.eval()
     if not for_training:
         model.requires_grad_(False)

@@ -8,6 +8,7 @@ M (d x d) and a normalisation vector z (d), always kept in fp32.
     M_s = M_{s-1} + σ(K)ᵀ V,             z_s = z_{s-1} + Σ_t σ(K_t)  (eq. 4)  linear update
     M_s = M_{s-1} + σ(K)ᵀ (V − σ(K) M_{s-1} / (σ(K) z_{s-1}))        (eq. 5)  delta-rule update
     A = sigmoid(β) ⊙ A_mem + (1 − sigmoid(β)) ⊙ A_dot              (eq. 6)  per-head gate
+        (optionally per token, β_t = β + w·q_t/√d: model.InfiniConfig.gate_query; not in the paper)
 
 Shapes: B batch, H KV heads, T tokens of the segment, d head dim.
 """
@@ -85,8 +86,10 @@ def update(
 
 
 def gate_mix(a_mem: torch.Tensor, a_dot: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """Eq. 6: sigmoid(β)·A_mem + (1 − sigmoid(β))·A_dot.  a_*: [B, Hq, T, d], beta: [Hq]."""
-    g = torch.sigmoid(beta).view(1, -1, 1, 1).to(a_dot.dtype)
+    """Eq. 6: sigmoid(β)·A_mem + (1 − sigmoid(β))·A_dot.  a_*: [B, Hq, T, d], beta: [Hq] (one gate per head)
+    or [B, Hq, T] (per token: model.InfiniConfig.gate_query)."""
+    g = torch.sigmoid(beta)
+    g = (g.view(1, -1, 1, 1) if g.dim() == 1 else g.unsqueeze(-1)).to(a_dot.dtype)
     return torch.lerp(a_dot, a_mem.to(a_dot.dtype), g)  # a_dot + g·(a_mem − a_dot), one pass
 
 

@@ -83,6 +83,11 @@ class InfiniConfig:
     # homogeneous, so exp(s) > 1 concentrates the read on the keys that match best, against the dilution
     # of a needle by the filler of a long input
     mem_scale: bool = False
+    # True: the gate depends on the token as well as the head, g_t = sigmoid(β + w·q_t / √d), with w [H, d]
+    # a parameter per layer (0 at the start: the constant gate of eq. 6) and q_t the memory query before
+    # sharpening and σ: a head can open its memory where a query asks for something written long ago (a
+    # question) and close it for ordinary text, where a constant gate must trade one against the other
+    gate_query: bool = False
     eps: float = mem.EPS
 
     def to_dict(self) -> dict:
@@ -310,18 +315,30 @@ class InfiniAttention(nn.Module):
         H, Hkv, d = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
         want_mem = getattr(self, "mem_o_proj", None) is not None
         q_m = self._mem_delta("q_proj", x, q_flat)  # [B, T, H·d] before sharpening and σ
-        fused = kernels.memory_read(q_m, self._mem_scale(H), M, z, self.gate, a_dot, self.icfg.eps, want_mem)
+        beta = self._gate_logits(q_m)  # [H] or [B, H, T]
+        fused = kernels.memory_read(q_m, self._mem_scale(H), M, z, beta, a_dot, self.icfg.eps, want_mem)
         if fused is not None:  # one native pass, written over a_dot
             return fused
         sq = mem.sigma(self._sharpened_heads(q_m, H).float())  # [B, H, T, d]
         sq = sq.reshape(B, Hkv, H // Hkv * T, d)  # the query heads of a KV head share its memory
         a_mem = mem.retrieve(sq, M, z, self.icfg.eps).view(B, H, T, d)  # eq. 3
-        out = mem.gate_mix(a_mem, a_dot, self.gate)  # eq. 6
+        out = mem.gate_mix(a_mem, a_dot, beta)  # eq. 6
         mem_out = None
         if want_mem:
-            g = torch.sigmoid(self.gate).view(1, H, 1, 1)
+            g = torch.sigmoid(beta)
+            g = g.view(1, H, 1, 1) if g.dim() == 1 else g.unsqueeze(-1)
             mem_out = (g * a_mem).to(x.dtype).transpose(1, 2).reshape(B, T, H * d)
         return out, mem_out
+
+    def _gate_logits(self, q_m: torch.Tensor) -> torch.Tensor:
+        """The gate's logits: β [H], or with a query gate β + w·q_t/√d per token, [B, H, T] fp32."""
+        w = getattr(self, "gate_q", None)  # [H, d]
+        if w is None:
+            return self.gate
+        B, T, _ = q_m.shape
+        H, d = w.shape
+        qw = torch.einsum("bthd,hd->bht", q_m.view(B, T, H, d).float(), w.float())  # [B, H, T]
+        return self.gate.float().view(1, H, 1) + qw * d**-0.5
 
     def _write(
         self,
@@ -452,7 +469,7 @@ def parse_sharpen(spec: str, n_layers: int) -> tuple[list[int], float]:
 
 def is_adapter_key(name: str) -> bool:
     """Parameters of the retrofit (an adapter file's tensors), as opposed to the base model's weights."""
-    return name.endswith((".gate", ".mem_k_conv", ".mem_scale")) or ".lora_" in name
+    return name.endswith((".gate", ".gate_q", ".mem_k_conv", ".mem_scale")) or ".lora_" in name
 
 
 class InfiniLlama(nn.Module):
@@ -510,6 +527,16 @@ class InfiniLlama(nn.Module):
             att = block.self_attn
             if getattr(att, "mem_scale", None) is None:
                 att.mem_scale = nn.Parameter(torch.zeros(self.cfg.n_kv_heads, device=att.gate.device))
+
+    def add_gate_query(self) -> None:
+        """Give every layer its query gate w [H, d] (icfg.gate_query), at 0 (the constant gate β)."""
+        if not self.icfg.gate_query:
+            return
+        for blk in self.model.layers:
+            att = blk.self_attn
+            if getattr(att, "gate_q", None) is None:
+                shape = (self.cfg.n_heads, self.cfg.head_dim)
+                att.gate_q = nn.Parameter(torch.zeros(shape, device=att.gate.device))
 
     def sharpen(self, layers: list[int], factor: float) -> None:
         """Set the memory sharpness of `layers` to s = ln(factor) in every KV head (needs icfg.mem_scale)."""

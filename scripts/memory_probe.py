@@ -94,7 +94,8 @@ def main() -> None:
             sq = sq_at[li] = mem.sigma(q[qpos])  # [P, H, d]
             kv = torch.arange(H) // G
             share = (sq * dz_needle[li, kv]).sum(-1) / (sq * z[li, kv]).sum(-1)  # [P, H]
-            gate = torch.sigmoid(att.gate.float())
+            gate = torch.sigmoid(att._gate_logits(att._mem_delta("q_proj", xq, att.q_proj(xq))).float())
+            gate = gate[0, :, qpos].mean(-1) if gate.dim() == 3 else gate  # [H], at the answer positions
             print(f"  layer {li:2d}: {share.mean():.3f} (best head {share.mean(0).max():.3f})")
             rows += [(share[:, h].mean().item(), li, h, gate[h].item()) for h in range(H)]
         off = pos - ns * S  # where the key (" " + digits) starts in the needle's segment

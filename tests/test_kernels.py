@@ -83,6 +83,7 @@ def test_declines_what_it_does_not_handle():
         {"lora_rank": 4, "lora_scope": "memory", "mem_scale": True},  # the shipped adapter's kind
         {"key_conv": 3, "write_chunk": 40, "update_rule": "delta"},
         {"update_rule": "linear"},
+        {"lora_rank": 4, "lora_scope": "memory", "gate_query": True},  # a gate per token
     ],
 )
 def test_model_with_native_kernels_matches_torch(extras):
@@ -102,6 +103,7 @@ def test_model_with_native_kernels_matches_torch(extras):
     model.add_lora()
     model.add_key_conv()
     model.add_mem_scale()
+    model.add_gate_query()
     for p in model.parameters():
         p.data.normal_(0, 0.05)
     for blk in model.model.layers:
@@ -217,6 +219,17 @@ def test_memory_read_matches_eq3_and_eq6(T, H, Hkv, sharpen):
     assert (mixed.float() - ref).abs().max() <= ref.abs().max() * 2**-7
     g_mem = (torch.sigmoid(beta).view(1, H, 1, 1) * a_mem).transpose(1, 2).reshape(1, T, H * 64)
     assert (mem_out.float() - g_mem).abs().max() <= g_mem.abs().max() * 2**-7
+
+    # a gate per head and token (model.InfiniConfig.gate_query): logits [1, H, T]
+    beta_t = torch.randn(1, H, T, generator=torch.Generator().manual_seed(1)) * 3
+    ref_t = torch.lerp(a_dot.float(), a_mem, torch.sigmoid(beta_t).unsqueeze(-1))
+    out = kernels.memory_read(q, scale, M, z, beta_t, a_dot.clone(), 1e-6, mem_out=True)
+    assert out is not None
+    mixed_t, mem_out_t = out
+    assert (mixed_t.float() - ref_t).abs().max() <= ref_t.abs().max() * 2**-7
+    g_mem_t = (torch.sigmoid(beta_t).unsqueeze(-1) * a_mem).transpose(1, 2).reshape(1, T, H * 64)
+    assert (mem_out_t.float() - g_mem_t).abs().max() <= g_mem_t.abs().max() * 2**-7
+    assert kernels.memory_read(q, scale, M, z, beta_t[..., :-1], a_dot.clone(), 1e-6) is None  # wrong shape
 
 
 @pytest.mark.parametrize("rule", ["delta", "linear"])

@@ -293,6 +293,49 @@ def test_mem_scale_starts_as_identity_sharpens_memory_queries_and_keys_and_round
     torch.testing.assert_close(tensors["model.layers.0.self_attn.mem_scale"], att.mem_scale.detach())
 
 
+def test_gate_query_starts_as_the_constant_gate_and_opens_per_token(tiny_pair, tmp_path):
+    """gate_query: g_t = sigmoid(β + w·q_t/√d). At w = 0 it is the constant gate (same logits and memory);
+    a w ≠ 0 changes the second segment's outputs but not the first's (empty memory: the base model), the
+    gate differs between tokens, and an adapter file restores w."""
+    from infinicli.loading import read_adapter, write_adapter
+
+    hf, ours = tiny_pair
+    for blk in ours.model.layers:
+        blk.self_attn.gate.data.fill_(0.3)
+    torch.manual_seed(6)
+    a, b = torch.randint(0, 97, (1, 16)), torch.randint(0, 97, (1, 16))
+
+    def run():
+        with torch.no_grad():
+            la, m = ours.forward_segment(a, ours.empty_memory())
+            lb, m2 = ours.forward_segment(b, m)
+        return la, lb, m2
+
+    la, lb, m = run()
+    ours.icfg.gate_query = True
+    ours.add_gate_query()
+    att = ours.model.layers[0].self_attn
+    assert att.gate_q.shape == (4, 16) and att.gate_q.abs().sum() == 0  # [H, d] of the tiny model
+    la0, lb0, m0 = run()
+    torch.testing.assert_close(lb0, lb)
+    torch.testing.assert_close(m0.M, m.M)
+
+    with torch.no_grad():
+        for blk in ours.model.layers:
+            blk.self_attn.gate_q.normal_(0, 2.0)
+        x = torch.randn(1, 16, 64)
+        g = torch.sigmoid(att._gate_logits(att.q_proj(x)))  # [1, H, T]
+    assert g.shape == (1, 4, 16) and g.std(dim=-1).min() > 0.01  # the gate changes from token to token
+    la1, lb1, m1 = run()
+    torch.testing.assert_close(la1, hf(a).logits, atol=1e-5, rtol=1e-4)  # empty memory: the base model
+    assert not torch.allclose(lb1, lb)
+
+    write_adapter(ours, tmp_path / "a.safetensors")
+    tensors, meta = read_adapter(tmp_path / "a.safetensors")
+    assert meta["infini_config"]["gate_query"] is True
+    torch.testing.assert_close(tensors["model.layers.0.self_attn.gate_q"], att.gate_q.detach())
+
+
 def test_package_adapter_sharpen_sets_the_chosen_layers(tiny_model_dir, tmp_path):
     """scripts/package_adapter.py --sharpen 1=2: the loaded model reads layer 1's memory with s = ln 2 and
     layer 0's as before; a malformed spec is one line and a non-zero exit."""

@@ -358,11 +358,11 @@ def _metrics(out: Path) -> list[dict]:
 
 
 def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_path, factory):
-    """The optimizer of the loop (gates with the sharpness, and LoRA groups) fits a small fixed set of passkey
-    samples."""
+    """The optimizer of the loop (gates with the sharpness and the query gate, and LoRA groups) fits a small
+    fixed set of passkey samples."""
     from infinicli.train.loop import Objective, build_training_model, make_optimizer, trainable_parameters
 
-    sets = ("optim.lr=2e-2", "loss.distill=0", "model.mem_scale=true")
+    sets = ("optim.lr=2e-2", "loss.distill=0", "model.mem_scale=true", "model.gate_query=true")
     cfg = tiny_config(tiny_model_dir, corpus, tmp_path, *sets)
     torch.manual_seed(0)
     model = build_training_model(cfg, torch.device("cpu"))[0].model
@@ -384,6 +384,8 @@ def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_
     assert all(g.item() != cfg.model.gate_init for n, p in gates if n.endswith(".gate") for g in p)  # moved
     scales = [p for n, p in gates if n.endswith(".mem_scale")]
     assert len(scales) == 2 and all(s.item() != 0.0 for p in scales for s in p)  # the sharpness learned too
+    query_gates = [p for n, p in gates if n.endswith(".gate_q")]
+    assert len(query_gates) == 2 and all(p.abs().max() > 0 for p in query_gates)  # and the query gate
 
 
 def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):

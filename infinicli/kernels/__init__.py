@@ -96,7 +96,7 @@ _SIGNATURES = {  # name: argument types (all return int: 0 done, -1 not handled)
     "infini_causal_attention": [_P] * 4 + [_I] * 5 + [_L] * 12 + [_F, _P, _P, _I],
     "infini_rmsnorm": [_P, _P, _P, _L, _I, _F, _I],
     "infini_silu_mul": [_P, _P, _L, _I],
-    "infini_mem_read": [_P, _L, _L, _P, _P, _P, _P, _P, _L, _L, _P, _I, _I, _I, _F, _I],
+    "infini_mem_read": [_P, _L, _L, _P, _P, _P, _P, _L, _L, _P, _L, _L, _P, _I, _I, _I, _F, _I],
     "infini_mem_write": [_P, _L, _P, _L, _P, _P, _P, _P, _P, _I, _I, _I, _F, _I],
 }
 
@@ -252,13 +252,14 @@ def memory_read(
     scale: torch.Tensor | None,  # [H] exp(s) per query head, or None
     M: torch.Tensor,  # [1, Hkv, 64, 64] fp32
     z: torch.Tensor,  # [1, Hkv, 64] fp32
-    gate: torch.Tensor,  # [H] β
+    gate: torch.Tensor,  # [H] β, or [1, H, T] per token (model.InfiniConfig.gate_query)
     a_dot: torch.Tensor,  # [1, H, T, 64] bf16 local attention: overwritten with the mix
     eps: float,
     mem_out: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """Eq. 3 then eq. 6 in one pass: A = A_dot + sigmoid(β)(σ(a q)M / (σ(a q)·z + eps) − A_dot), written over
-    a_dot (returned), and with mem_out=True also sigmoid(β)·A_mem as [1, T, H·64] bf16; or None."""
+    a_dot (returned), and with mem_out=True also sigmoid(β)·A_mem as [1, T, H·64] bf16; or None. β is one
+    logit per head or, for a query gate, one per head and token."""
     H, Hkv = a_dot.shape[1], M.shape[1]
     T = a_dot.shape[2]
     if a_dot.dtype != torch.bfloat16 or a_dot.shape != (1, H, T, 64) or a_dot.stride(-1) != 1:
@@ -270,11 +271,14 @@ def memory_read(
     if args is None or lib is None:
         return None
     M, z, a = args
+    if gate.shape not in ((H,), (1, H, T)):
+        return None
     g = torch.sigmoid(gate.detach().float()).contiguous()
+    gs_h, gs_t = (1, 0) if gate.dim() == 1 else (T, 1)
     mo = torch.empty(1, T, H * 64, dtype=torch.bfloat16) if mem_out else None
     rc = lib.infini_mem_read(
         q_m.data_ptr(), q_m.stride(-2), 64,
-        None if a is None else a.data_ptr(), M.data_ptr(), z.data_ptr(), g.data_ptr(),
+        None if a is None else a.data_ptr(), M.data_ptr(), z.data_ptr(), g.data_ptr(), gs_h, gs_t,
         a_dot.data_ptr(), a_dot.stride(2), a_dot.stride(1),
         None if mo is None else mo.data_ptr(),
         T, H, Hkv, eps, torch.get_num_threads(),

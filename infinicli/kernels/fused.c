@@ -120,7 +120,8 @@ static inline void sigma_rows(const bf16 *const x[RT], float a, float s[RT][D]) 
 typedef struct {
     const bf16 *q;
     long qs_t, qs_h;
-    const float *scale, *M, *z, *gate;
+    const float *scale, *M, *z, *gate; /* gate: sigmoid(β) at gate[h·gs_h + t·gs_t] */
+    long gs_h, gs_t;
     bf16 *a;
     long as_t, as_h;
     bf16 *mo; /* NULL or [T, H·64] */
@@ -134,7 +135,6 @@ static void read_item(void *ctx, int item) {
     const int t1 = t0 + TB < j->T ? t0 + TB : j->T;
     const float *M = j->M + (long)g * D * D, *z = j->z + (long)g * D;
     const float a = j->scale ? j->scale[h] : 1.0f;
-    const __m512 gv = _mm512_set1_ps(j->gate[h]);
     float s[RT][D] __attribute__((aligned(64)));
     for (int t = t0; t < t1; t += RT) {
         const bf16 *rows[RT];
@@ -144,6 +144,7 @@ static void read_item(void *ctx, int item) {
         read_tile(s, M, z, j->eps, am);
         for (int r = 0; r < RT && t + r < t1; r++) {
             bf16 *dst = j->a + (long)(t + r) * j->as_t + h * j->as_h;
+            const __m512 gv = _mm512_set1_ps(j->gate[h * j->gs_h + (long)(t + r) * j->gs_t]);
             for (int c = 0; c < 4; c++) {
                 __m512 ad = load_bf16(dst + c * 16);
                 store_bf16(dst + c * 16, _mm512_fmadd_ps(gv, _mm512_sub_ps(am[r][c], ad), ad));
@@ -154,10 +155,10 @@ static void read_item(void *ctx, int item) {
 }
 
 int infini_mem_read(const bf16 *q, long qs_t, long qs_h, const float *scale, const float *M, const float *z,
-                    const float *gate, bf16 *a, long as_t, long as_h, bf16 *mo, int T, int H, int Hkv, float eps,
-                    int n_threads) {
+                    const float *gate, long gs_h, long gs_t, bf16 *a, long as_t, long as_h, bf16 *mo, int T, int H,
+                    int Hkv, float eps, int n_threads) {
     if (T < 1 || Hkv < 1 || H % Hkv) return -1;
-    read_job j = {q, qs_t, qs_h, scale, M, z, gate, a, as_t, as_h, mo, T, H, Hkv, (T + TB - 1) / TB, eps};
+    read_job j = {q, qs_t, qs_h, scale, M, z, gate, gs_h, gs_t, a, as_t, as_h, mo, T, H, Hkv, (T + TB - 1) / TB, eps};
     parallel_for(read_item, &j, H * j.nblk, n_threads);
     return 0;
 }

@@ -60,6 +60,9 @@ class ModelSection:
     mem_scale: bool = False
     # "LAYERS=A" (e.g. "22,23=2"): where the sharpness is added, those layers start at s = ln A instead of 0
     mem_scale_init: str = ""
+    # True: a query gate per layer, sigmoid(β + w·q/√d) per token (model.InfiniConfig.gate_query), w trained
+    # with the gates (their learning rate, no weight decay). Added, at w = 0, to an init_adapter without one.
+    gate_query: bool = False
 
 
 @dataclass

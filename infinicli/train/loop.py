@@ -304,7 +304,7 @@ def trainable_parameters(model: InfiniLlama, mode: str, from_layer: int = 0) -> 
     for name, p in model.named_parameters():
         if id(p) in frozen:
             continue
-        if name.endswith((".gate", ".mem_scale")):  # per-head scalars: their own rate, no decay
+        if name.endswith((".gate", ".gate_q", ".mem_scale")):  # the gates and sharpness: own rate, no decay
             gates.append((name, p))
         elif mode == "lora" and is_adapter_key(name):  # LoRA matrices and key convolutions
             others.append((name, p))
@@ -361,6 +361,9 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
                 model.sharpen(*parse_sharpen(m.mem_scale_init, model.cfg.n_layers))
             except ValueError as e:
                 raise ConfigError(f"model.mem_scale_init = {e}") from None
+    if m.gate_query and not model.icfg.gate_query:
+        model.icfg.gate_query = True
+        model.add_gate_query()
     for name, p in model.named_parameters():
         if is_adapter_key(name):
             p.data = p.data.float()
