@@ -200,6 +200,7 @@ def build_model(
     model.add_key_conv()  # (when icfg.key_conv > 0)
     model.add_mem_scale()  # (when icfg.mem_scale)
     model.add_gate_query()  # (when icfg.gate_query)
+    model.add_gate_content()  # (when icfg.gate_content)
     missing = set(tensors) - set(model.state_dict())
     if missing:
         raise ModelError(f"adapter {adapter_path} does not fit this model ({sorted(missing)[0]} unknown)")
@@ -211,7 +212,7 @@ def build_model(
     for blk in model.model.layers:  # gates and sharpness stay fp32
         att = blk.self_attn
         att.gate.data = att.gate.data.float()
-        for name in ("mem_scale", "gate_q"):
+        for name in ("mem_scale", "gate_q", "gate_mem", "gate_loc"):
             p = getattr(att, name, None)
             if p is not None:
                 p.data = p.data.float()

@@ -88,6 +88,10 @@ class InfiniConfig:
     # sharpening and σ: a head can open its memory where a query asks for something written long ago (a
     # question) and close it for ordinary text, where a constant gate must trade one against the other
     gate_query: bool = False
+    # True: the gate also weighs what both paths return, β_t + (v·A_mem_t + u·A_dot_t)/√d, with v, u [H, d]
+    # per layer (0 at the start): a query alone cannot tell whether the answer is in memory or in the
+    # segment being read; the two reads can (digits from memory, filler locally, or the other way round)
+    gate_content: bool = False
     eps: float = mem.EPS
 
     def to_dict(self) -> dict:
@@ -316,12 +320,23 @@ class InfiniAttention(nn.Module):
         want_mem = getattr(self, "mem_o_proj", None) is not None
         q_m = self._mem_delta("q_proj", x, q_flat)  # [B, T, H·d] before sharpening and σ
         beta = self._gate_logits(q_m)  # [H] or [B, H, T]
-        fused = kernels.memory_read(q_m, self._mem_scale(H), M, z, beta, a_dot, self.icfg.eps, want_mem)
+        content = self._gate_content()  # None or (v, u) [H, d] each
+        fused = kernels.memory_read(
+            q_m, self._mem_scale(H), M, z, beta, a_dot, self.icfg.eps, want_mem, content
+        )
         if fused is not None:  # one native pass, written over a_dot
             return fused
         sq = mem.sigma(self._sharpened_heads(q_m, H).float())  # [B, H, T, d]
         sq = sq.reshape(B, Hkv, H // Hkv * T, d)  # the query heads of a KV head share its memory
         a_mem = mem.retrieve(sq, M, z, self.icfg.eps).view(B, H, T, d)  # eq. 3
+        if content is not None:  # β_t + (v·A_mem + u·A_dot)/√d
+            v, u = content
+            beta = beta.view(-1, H, 1) if beta.dim() == 1 else beta
+            beta = (
+                beta
+                + (torch.einsum("bhtd,hd->bht", a_mem, v) + torch.einsum("bhtd,hd->bht", a_dot.float(), u))
+                * d**-0.5
+            )
         out = mem.gate_mix(a_mem, a_dot, beta)  # eq. 6
         mem_out = None
         if want_mem:
@@ -329,6 +344,11 @@ class InfiniAttention(nn.Module):
             g = g.view(1, H, 1, 1) if g.dim() == 1 else g.unsqueeze(-1)
             mem_out = (g * a_mem).to(x.dtype).transpose(1, 2).reshape(B, T, H * d)
         return out, mem_out
+
+    def _gate_content(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(v, u) [H, d] fp32 of a content gate, or None."""
+        v, u = getattr(self, "gate_mem", None), getattr(self, "gate_loc", None)
+        return None if v is None or u is None else (v.float(), u.float())
 
     def _gate_logits(self, q_m: torch.Tensor) -> torch.Tensor:
         """The gate's logits: β [H], or with a query gate β + w·q_t/√d per token, [B, H, T] fp32."""
@@ -469,7 +489,8 @@ def parse_sharpen(spec: str, n_layers: int) -> tuple[list[int], float]:
 
 def is_adapter_key(name: str) -> bool:
     """Parameters of the retrofit (an adapter file's tensors), as opposed to the base model's weights."""
-    return name.endswith((".gate", ".gate_q", ".mem_k_conv", ".mem_scale")) or ".lora_" in name
+    ends = (".gate", ".gate_q", ".gate_mem", ".gate_loc", ".mem_k_conv", ".mem_scale")
+    return name.endswith(ends) or ".lora_" in name
 
 
 class InfiniLlama(nn.Module):
@@ -537,6 +558,17 @@ class InfiniLlama(nn.Module):
             if getattr(att, "gate_q", None) is None:
                 shape = (self.cfg.n_heads, self.cfg.head_dim)
                 att.gate_q = nn.Parameter(torch.zeros(shape, device=att.gate.device))
+
+    def add_gate_content(self) -> None:
+        """Give every layer its content gate v, u [H, d] (icfg.gate_content), at 0 (no change)."""
+        if not self.icfg.gate_content:
+            return
+        for blk in self.model.layers:
+            att = blk.self_attn
+            shape = (self.cfg.n_heads, self.cfg.head_dim)
+            for name in ("gate_mem", "gate_loc"):
+                if getattr(att, name, None) is None:
+                    setattr(att, name, nn.Parameter(torch.zeros(shape, device=att.gate.device)))
 
     def sharpen(self, layers: list[int], factor: float) -> None:
         """Set the memory sharpness of `layers` to s = ln(factor) in every KV head (needs icfg.mem_scale)."""

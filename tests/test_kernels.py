@@ -84,6 +84,7 @@ def test_declines_what_it_does_not_handle():
         {"key_conv": 3, "write_chunk": 40, "update_rule": "delta"},
         {"update_rule": "linear"},
         {"lora_rank": 4, "lora_scope": "memory", "gate_query": True},  # a gate per token
+        {"lora_rank": 4, "lora_scope": "memory", "gate_query": True, "gate_content": True},
     ],
 )
 def test_model_with_native_kernels_matches_torch(extras):
@@ -104,6 +105,7 @@ def test_model_with_native_kernels_matches_torch(extras):
     model.add_key_conv()
     model.add_mem_scale()
     model.add_gate_query()
+    model.add_gate_content()
     for p in model.parameters():
         p.data.normal_(0, 0.05)
     for blk in model.model.layers:
@@ -230,6 +232,20 @@ def test_memory_read_matches_eq3_and_eq6(T, H, Hkv, sharpen):
     g_mem_t = (torch.sigmoid(beta_t).unsqueeze(-1) * a_mem).transpose(1, 2).reshape(1, T, H * 64)
     assert (mem_out_t.float() - g_mem_t).abs().max() <= g_mem_t.abs().max() * 2**-7
     assert kernels.memory_read(q, scale, M, z, beta_t[..., :-1], a_dot.clone(), 1e-6) is None  # wrong shape
+
+    # a content gate: + (v·A_mem + u·A_dot)/8 on the logit of every row
+    v, u = torch.randn(H, 64, generator=torch.Generator().manual_seed(2)), torch.randn(H, 64) * 0.5
+    beta_c = (
+        beta_t + (torch.einsum("bhtd,hd->bht", a_mem, v) + torch.einsum("bhtd,hd->bht", a_dot.float(), u)) / 8
+    )
+    ref_c = torch.lerp(a_dot.float(), a_mem, torch.sigmoid(beta_c).unsqueeze(-1))
+    out = kernels.memory_read(q, scale, M, z, beta_t, a_dot.clone(), 1e-6, mem_out=True, content=(v, u))
+    assert out is not None
+    mixed_c, mem_out_c = out
+    assert (mixed_c.float() - ref_c).abs().max() <= ref_c.abs().max() * 2**-6
+    g_mem_c = (torch.sigmoid(beta_c).unsqueeze(-1) * a_mem).transpose(1, 2).reshape(1, T, H * 64)
+    assert (mem_out_c.float() - g_mem_c).abs().max() <= g_mem_c.abs().max() * 2**-6
+    assert not torch.allclose(mixed_c.float(), mixed_t.float())
 
 
 @pytest.mark.parametrize("rule", ["delta", "linear"])

@@ -335,6 +335,25 @@ def test_gate_query_starts_as_the_constant_gate_and_opens_per_token(tiny_pair, t
     assert meta["infini_config"]["gate_query"] is True
     torch.testing.assert_close(tensors["model.layers.0.self_attn.gate_q"], att.gate_q.detach())
 
+    # the content gate: v·A_mem + u·A_dot on the logit; 0 at the start, then it changes the mixed reads
+    ours.icfg.gate_content = True
+    ours.add_gate_content()
+    _, lb2, _ = run()
+    torch.testing.assert_close(lb2, lb1)
+    with torch.no_grad():
+        for blk in ours.model.layers:
+            blk.self_attn.gate_mem.normal_(0, 2.0)
+            blk.self_attn.gate_loc.normal_(0, 2.0)
+    la3, lb3, _ = run()
+    torch.testing.assert_close(la3, la1)  # empty memory: nothing to weigh
+    assert not torch.allclose(lb3, lb1)
+    write_adapter(ours, tmp_path / "b.safetensors")
+    tensors, meta = read_adapter(tmp_path / "b.safetensors")
+    assert meta["infini_config"]["gate_content"] is True
+    torch.testing.assert_close(
+        tensors["model.layers.1.self_attn.gate_loc"], ours.model.layers[1].self_attn.gate_loc.detach()
+    )
+
 
 def test_package_adapter_sharpen_sets_the_chosen_layers(tiny_model_dir, tmp_path):
     """scripts/package_adapter.py --sharpen 1=2: the loaded model reads layer 1's memory with s = ln 2 and

@@ -363,6 +363,7 @@ def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_
     from infinicli.train.loop import Objective, build_training_model, make_optimizer, trainable_parameters
 
     sets = ("optim.lr=2e-2", "loss.distill=0", "model.mem_scale=true", "model.gate_query=true")
+    sets += ("model.gate_content=true",)
     cfg = tiny_config(tiny_model_dir, corpus, tmp_path, *sets)
     torch.manual_seed(0)
     model = build_training_model(cfg, torch.device("cpu"))[0].model
@@ -386,6 +387,8 @@ def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_
     assert len(scales) == 2 and all(s.item() != 0.0 for p in scales for s in p)  # the sharpness learned too
     query_gates = [p for n, p in gates if n.endswith(".gate_q")]
     assert len(query_gates) == 2 and all(p.abs().max() > 0 for p in query_gates)  # and the query gate
+    content = [p for n, p in gates if n.endswith((".gate_mem", ".gate_loc"))]
+    assert len(content) == 4 and all(p.abs().max() > 0 for p in content)  # and the content gate
 
 
 def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):

@@ -96,7 +96,7 @@ _SIGNATURES = {  # name: argument types (all return int: 0 done, -1 not handled)
     "infini_causal_attention": [_P] * 4 + [_I] * 5 + [_L] * 12 + [_F, _P, _P, _I],
     "infini_rmsnorm": [_P, _P, _P, _L, _I, _F, _I],
     "infini_silu_mul": [_P, _P, _L, _I],
-    "infini_mem_read": [_P, _L, _L, _P, _P, _P, _P, _L, _L, _P, _L, _L, _P, _I, _I, _I, _F, _I],
+    "infini_mem_read": [_P, _L, _L, _P, _P, _P, _P, _L, _L, _P, _P, _P, _L, _L, _P, _I, _I, _I, _F, _I],
     "infini_mem_write": [_P, _L, _P, _L, _P, _P, _P, _P, _P, _I, _I, _I, _F, _I],
 }
 
@@ -256,10 +256,12 @@ def memory_read(
     a_dot: torch.Tensor,  # [1, H, T, 64] bf16 local attention: overwritten with the mix
     eps: float,
     mem_out: bool = False,
+    content: tuple[torch.Tensor, torch.Tensor] | None = None,  # (v, u) [H, 64] of a content gate
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """Eq. 3 then eq. 6 in one pass: A = A_dot + sigmoid(β)(σ(a q)M / (σ(a q)·z + eps) − A_dot), written over
     a_dot (returned), and with mem_out=True also sigmoid(β)·A_mem as [1, T, H·64] bf16; or None. β is one
-    logit per head or, for a query gate, one per head and token."""
+    logit per head or, for a query gate, one per head and token; a content gate adds (v·A_mem + u·A_dot)/8
+    to it per row (model.InfiniConfig.gate_content)."""
     H, Hkv = a_dot.shape[1], M.shape[1]
     T = a_dot.shape[2]
     if a_dot.dtype != torch.bfloat16 or a_dot.shape != (1, H, T, 64) or a_dot.stride(-1) != 1:
@@ -273,12 +275,18 @@ def memory_read(
     M, z, a = args
     if gate.shape not in ((H,), (1, H, T)):
         return None
-    g = torch.sigmoid(gate.detach().float()).contiguous()
+    g = gate.detach().float().contiguous()  # logits: the kernel takes the sigmoid
     gs_h, gs_t = (1, 0) if gate.dim() == 1 else (T, 1)
+    gv = gu = None
+    if content is not None:
+        gv, gu = (c.detach().float().contiguous() for c in content)
+        if gv.shape != (H, 64) or gu.shape != (H, 64):
+            return None
     mo = torch.empty(1, T, H * 64, dtype=torch.bfloat16) if mem_out else None
     rc = lib.infini_mem_read(
         q_m.data_ptr(), q_m.stride(-2), 64,
         None if a is None else a.data_ptr(), M.data_ptr(), z.data_ptr(), g.data_ptr(), gs_h, gs_t,
+        None if gv is None else gv.data_ptr(), None if gu is None else gu.data_ptr(),
         a_dot.data_ptr(), a_dot.stride(2), a_dot.stride(1),
         None if mo is None else mo.data_ptr(),
         T, H, Hkv, eps, torch.get_num_threads(),

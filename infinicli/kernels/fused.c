@@ -120,8 +120,9 @@ static inline void sigma_rows(const bf16 *const x[RT], float a, float s[RT][D]) 
 typedef struct {
     const bf16 *q;
     long qs_t, qs_h;
-    const float *scale, *M, *z, *gate; /* gate: sigmoid(β) at gate[h·gs_h + t·gs_t] */
+    const float *scale, *M, *z, *gate; /* gate: the logit β at gate[h·gs_h + t·gs_t] */
     long gs_h, gs_t;
+    const float *gv, *gu; /* NULL, or [H][64]: the logit gains (v·A_mem + u·A_dot)/8 per row */
     bf16 *a;
     long as_t, as_h;
     bf16 *mo; /* NULL or [T, H·64] */
@@ -144,7 +145,16 @@ static void read_item(void *ctx, int item) {
         read_tile(s, M, z, j->eps, am);
         for (int r = 0; r < RT && t + r < t1; r++) {
             bf16 *dst = j->a + (long)(t + r) * j->as_t + h * j->as_h;
-            const __m512 gv = _mm512_set1_ps(j->gate[h * j->gs_h + (long)(t + r) * j->gs_t]);
+            float logit = j->gate[h * j->gs_h + (long)(t + r) * j->gs_t];
+            if (j->gv) {
+                __m512 acc = _mm512_setzero_ps();
+                for (int c = 0; c < 4; c++) {
+                    acc = _mm512_fmadd_ps(am[r][c], _mm512_loadu_ps(j->gv + h * D + c * 16), acc);
+                    acc = _mm512_fmadd_ps(load_bf16(dst + c * 16), _mm512_loadu_ps(j->gu + h * D + c * 16), acc);
+                }
+                logit += _mm512_reduce_add_ps(acc) * 0.125f; /* 1/√64 */
+            }
+            const __m512 gv = _mm512_set1_ps(1.0f / (1.0f + expf(-logit)));
             for (int c = 0; c < 4; c++) {
                 __m512 ad = load_bf16(dst + c * 16);
                 store_bf16(dst + c * 16, _mm512_fmadd_ps(gv, _mm512_sub_ps(am[r][c], ad), ad));
@@ -155,10 +165,11 @@ static void read_item(void *ctx, int item) {
 }
 
 int infini_mem_read(const bf16 *q, long qs_t, long qs_h, const float *scale, const float *M, const float *z,
-                    const float *gate, long gs_h, long gs_t, bf16 *a, long as_t, long as_h, bf16 *mo, int T, int H,
-                    int Hkv, float eps, int n_threads) {
-    if (T < 1 || Hkv < 1 || H % Hkv) return -1;
-    read_job j = {q, qs_t, qs_h, scale, M, z, gate, gs_h, gs_t, a, as_t, as_h, mo, T, H, Hkv, (T + TB - 1) / TB, eps};
+                    const float *gate, long gs_h, long gs_t, const float *gv, const float *gu, bf16 *a, long as_t,
+                    long as_h, bf16 *mo, int T, int H, int Hkv, float eps, int n_threads) {
+    if (T < 1 || Hkv < 1 || H % Hkv || !gv != !gu) return -1;
+    read_job j = {q,  qs_t, qs_h, scale, M,  z, gate, gs_h, gs_t, gv, gu, a, as_t, as_h, mo, T, H, Hkv,
+                  (T + TB - 1) / TB, eps};
     parallel_for(read_item, &j, H * j.nblk, n_threads);
     return 0;
 }

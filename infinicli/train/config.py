@@ -63,6 +63,9 @@ class ModelSection:
     # True: a query gate per layer, sigmoid(β + w·q/√d) per token (model.InfiniConfig.gate_query), w trained
     # with the gates (their learning rate, no weight decay). Added, at w = 0, to an init_adapter without one.
     gate_query: bool = False
+    # True: the gate also weighs the two reads, + (v·A_mem + u·A_dot)/√d (model.InfiniConfig.gate_content),
+    # v and u trained with the gates. Added, at 0, to an init_adapter without them.
+    gate_content: bool = False
 
 
 @dataclass

@@ -304,7 +304,7 @@ def trainable_parameters(model: InfiniLlama, mode: str, from_layer: int = 0) -> 
     for name, p in model.named_parameters():
         if id(p) in frozen:
             continue
-        if name.endswith((".gate", ".gate_q", ".mem_scale")):  # the gates and sharpness: own rate, no decay
+        if name.endswith((".gate", ".gate_q", ".gate_mem", ".gate_loc", ".mem_scale")):  # own rate, no decay
             gates.append((name, p))
         elif mode == "lora" and is_adapter_key(name):  # LoRA matrices and key convolutions
             others.append((name, p))
@@ -364,6 +364,9 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
     if m.gate_query and not model.icfg.gate_query:
         model.icfg.gate_query = True
         model.add_gate_query()
+    if m.gate_content and not model.icfg.gate_content:
+        model.icfg.gate_content = True
+        model.add_gate_content()
     for name, p in model.named_parameters():
         if is_adapter_key(name):
             p.data = p.data.float()
