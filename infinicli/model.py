@@ -551,23 +551,21 @@ class InfiniLlama(nn.Module):
 
     def add_gate_query(self) -> None:
         """Give every layer its query gate w [H, d] (icfg.gate_query), at 0 (the constant gate β)."""
-        if not self.icfg.gate_query:
-            return
-        for blk in self.model.layers:
-            att = blk.self_attn
-            if getattr(att, "gate_q", None) is None:
-                shape = (self.cfg.n_heads, self.cfg.head_dim)
-                att.gate_q = nn.Parameter(torch.zeros(shape, device=att.gate.device))
+        if self.icfg.gate_query:
+            self._add_head_vectors("gate_q")
 
     def add_gate_content(self) -> None:
         """Give every layer its content gate v, u [H, d] (icfg.gate_content), at 0 (no change)."""
-        if not self.icfg.gate_content:
-            return
+        if self.icfg.gate_content:
+            self._add_head_vectors("gate_mem", "gate_loc")
+
+    def _add_head_vectors(self, *names: str) -> None:
+        """Zero parameters [H, d] under `names` in every attention layer that lacks them."""
         for blk in self.model.layers:
             att = blk.self_attn
-            shape = (self.cfg.n_heads, self.cfg.head_dim)
-            for name in ("gate_mem", "gate_loc"):
+            for name in names:
                 if getattr(att, name, None) is None:
+                    shape = (self.cfg.n_heads, self.cfg.head_dim)
                     setattr(att, name, nn.Parameter(torch.zeros(shape, device=att.gate.device)))
 
     def sharpen(self, layers: list[int], factor: float) -> None:

@@ -248,16 +248,12 @@ def test_memory_scoped_lora_keeps_the_empty_memory_model_exact(tiny_pair, tmp_pa
     assert meta["infini_config"]["lora_scope"] == "memory"
 
 
-def test_mem_scale_starts_as_identity_sharpens_memory_queries_and_keys_and_round_trips(tiny_pair, tmp_path):
-    """mem_scale: per layer and KV head, the memory queries and keys are multiplied by exp(s) before σ. At
-    s = 0 nothing changes; s = ln a multiplies exactly the memory path's q and k of that KV head's query
-    heads by a (local attention, and so a first segment's outputs, untouched); an adapter file restores it."""
-    from infinicli.loading import read_adapter, write_adapter
-
-    hf, ours = tiny_pair
+def _two_segments(ours, seed: int):
+    """Open every gate to sigmoid(0.3); (first segment's ids, run) where run() reads two random segments and
+    returns (first logits, second logits, memory after both)."""
     for blk in ours.model.layers:
         blk.self_attn.gate.data.fill_(0.3)
-    torch.manual_seed(5)
+    torch.manual_seed(seed)
     a, b = torch.randint(0, 97, (1, 16)), torch.randint(0, 97, (1, 16))
 
     def run():
@@ -265,6 +261,18 @@ def test_mem_scale_starts_as_identity_sharpens_memory_queries_and_keys_and_round
             la, m = ours.forward_segment(a, ours.empty_memory())
             lb, m2 = ours.forward_segment(b, m)
         return la, lb, m2
+
+    return a, run
+
+
+def test_mem_scale_starts_as_identity_sharpens_memory_queries_and_keys_and_round_trips(tiny_pair, tmp_path):
+    """mem_scale: per layer and KV head, the memory queries and keys are multiplied by exp(s) before σ. At
+    s = 0 nothing changes; s = ln a multiplies exactly the memory path's q and k of that KV head's query
+    heads by a (local attention, and so a first segment's outputs, untouched); an adapter file restores it."""
+    from infinicli.loading import read_adapter, write_adapter
+
+    hf, ours = tiny_pair
+    a, run = _two_segments(ours, seed=5)
 
     la, lb, m = run()
     ours.icfg.mem_scale = True
@@ -300,16 +308,7 @@ def test_gate_query_starts_as_the_constant_gate_and_opens_per_token(tiny_pair, t
     from infinicli.loading import read_adapter, write_adapter
 
     hf, ours = tiny_pair
-    for blk in ours.model.layers:
-        blk.self_attn.gate.data.fill_(0.3)
-    torch.manual_seed(6)
-    a, b = torch.randint(0, 97, (1, 16)), torch.randint(0, 97, (1, 16))
-
-    def run():
-        with torch.no_grad():
-            la, m = ours.forward_segment(a, ours.empty_memory())
-            lb, m2 = ours.forward_segment(b, m)
-        return la, lb, m2
+    a, run = _two_segments(ours, seed=6)
 
     la, lb, m = run()
     ours.icfg.gate_query = True
