@@ -16,7 +16,7 @@ import torch
 
 from infinicli.errors import ModelError, UsageError
 from infinicli.kernels import cpu_flags
-from infinicli.model import InfiniConfig, InfiniLlama, ModelConfig, load_config
+from infinicli.model import GATE_KEYS, InfiniConfig, InfiniLlama, ModelConfig, load_config
 
 ADAPTER_DIR = Path(__file__).parent / "adapters"
 DEFAULT_ADAPTER = ADAPTER_DIR / "smollm2-135m.safetensors"
@@ -209,13 +209,9 @@ def build_model(
     if not for_training:
         model.merge_lora()
     model = model.to(device=device, dtype=dtype)
-    for blk in model.model.layers:  # gates and sharpness stay fp32
-        att = blk.self_attn
-        att.gate.data = att.gate.data.float()
-        for name in ("mem_scale", "gate_q", "gate_mem", "gate_loc"):
-            p = getattr(att, name, None)
-            if p is not None:
-                p.data = p.data.float()
+    for name, p in model.named_parameters():  # gates and sharpness stay fp32
+        if name.endswith(GATE_KEYS):
+            p.data = p.data.float()
     model.eval()
     if not for_training:
         model.requires_grad_(False)

@@ -85,11 +85,16 @@ def update(
     raise ValueError(f"unknown memory update rule {rule!r} (use 'delta' or 'linear')")
 
 
+def gate_weights(beta: torch.Tensor) -> torch.Tensor:
+    """sigmoid(β) to multiply [B, Hq, T, d]: [1, Hq, 1, 1] from β [Hq], [B, Hq, T, 1] from [B, Hq, T]."""
+    g = torch.sigmoid(beta)
+    return g.view(1, -1, 1, 1) if g.dim() == 1 else g.unsqueeze(-1)
+
+
 def gate_mix(a_mem: torch.Tensor, a_dot: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Eq. 6: sigmoid(β)·A_mem + (1 − sigmoid(β))·A_dot.  a_*: [B, Hq, T, d], beta: [Hq] (one gate per head)
     or [B, Hq, T] (per token: model.InfiniConfig.gate_query)."""
-    g = torch.sigmoid(beta)
-    g = (g.view(1, -1, 1, 1) if g.dim() == 1 else g.unsqueeze(-1)).to(a_dot.dtype)
+    g = gate_weights(beta).to(a_dot.dtype)
     return torch.lerp(a_dot, a_mem.to(a_dot.dtype), g)  # a_dot + g·(a_mem − a_dot), one pass
 
 

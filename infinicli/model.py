@@ -340,9 +340,7 @@ class InfiniAttention(nn.Module):
         out = mem.gate_mix(a_mem, a_dot, beta)  # eq. 6
         mem_out = None
         if want_mem:
-            g = torch.sigmoid(beta)
-            g = g.view(1, H, 1, 1) if g.dim() == 1 else g.unsqueeze(-1)
-            mem_out = (g * a_mem).to(x.dtype).transpose(1, 2).reshape(B, T, H * d)
+            mem_out = (mem.gate_weights(beta) * a_mem).to(x.dtype).transpose(1, 2).reshape(B, T, H * d)
         return out, mem_out
 
     def _gate_content(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -487,10 +485,13 @@ def parse_sharpen(spec: str, n_layers: int) -> tuple[list[int], float]:
     return layers, factor
 
 
+# the gates and the sharpness: kept in fp32, trained at the gates' own rate without weight decay
+GATE_KEYS = (".gate", ".gate_q", ".gate_mem", ".gate_loc", ".mem_scale")
+
+
 def is_adapter_key(name: str) -> bool:
     """Parameters of the retrofit (an adapter file's tensors), as opposed to the base model's weights."""
-    ends = (".gate", ".gate_q", ".gate_mem", ".gate_loc", ".mem_k_conv", ".mem_scale")
-    return name.endswith(ends) or ".lora_" in name
+    return name.endswith((*GATE_KEYS, ".mem_k_conv")) or ".lora_" in name
 
 
 class InfiniLlama(nn.Module):

@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from infinicli.model import InfiniLlama, LoRADelta, Memory, is_adapter_key, parse_sharpen
+from infinicli.model import GATE_KEYS, InfiniLlama, LoRADelta, Memory, is_adapter_key, parse_sharpen
 from infinicli.train.config import CONFIG_NAME, ConfigError, TrainConfig
 from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
 
@@ -304,7 +304,7 @@ def trainable_parameters(model: InfiniLlama, mode: str, from_layer: int = 0) -> 
     for name, p in model.named_parameters():
         if id(p) in frozen:
             continue
-        if name.endswith((".gate", ".gate_q", ".gate_mem", ".gate_loc", ".mem_scale")):  # own rate, no decay
+        if name.endswith(GATE_KEYS):  # the gates and sharpness: their own rate, no decay
             gates.append((name, p))
         elif mode == "lora" and is_adapter_key(name):  # LoRA matrices and key convolutions
             others.append((name, p))
