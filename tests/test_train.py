@@ -391,6 +391,28 @@ def test_a_few_steps_reduce_the_loss_on_a_tiny_task(tiny_model_dir, corpus, tmp_
     assert len(content) == 4 and all(p.abs().max() > 0 for p in content)  # and the content gate
 
 
+def test_key_convolution_taps_get_their_own_rate(tiny_model_dir, corpus, tmp_path):
+    """optim.conv_lr puts the key convolution in its own undecayed group at that rate (the schedule's factor
+    applies to it like the others); at 0 the taps stay in the LoRA group."""
+    from infinicli.train.loop import build_training_model, group_lr, make_optimizer, trainable_parameters
+
+    for conv_lr, names in ((0.05, ["gates", "attn", "conv"]), (0.0, ["gates", "attn"])):
+        sets = ("model.key_conv=2", f"optim.conv_lr={conv_lr}", "optim.weight_decay=0.1")
+        cfg = tiny_config(tiny_model_dir, corpus, tmp_path, *sets)
+        model = build_training_model(cfg, torch.device("cpu"))[0].model
+        gates, others = trainable_parameters(model, "lora")
+        opt = make_optimizer(gates, others, cfg)
+        assert [g["name"] for g in opt.param_groups] == names
+        taps = {id(p) for n, p in others if n.endswith(".mem_k_conv")}
+        assert len(taps) == 2  # one per layer of the tiny model
+        for g in opt.param_groups:
+            has_taps = any(id(p) in taps for p in g["params"])
+            assert has_taps == (g["name"] == ("conv" if conv_lr else "attn"))
+            assert g["lr"] == group_lr(g["name"], cfg.optim)
+        if conv_lr:
+            assert opt.param_groups[2]["lr"] == 0.05 and opt.param_groups[2]["weight_decay"] == 0.0
+
+
 def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):
     from infinicli.loading import read_adapter
     from infinicli.train.loop import train

@@ -102,6 +102,7 @@ class CurriculumSection:
 class OptimSection:
     lr: float = 3e-3  # LoRA (or full projections: use ~1e-5)
     gate_lr: float = 0.1  # gates β: their own group, never weight-decayed
+    conv_lr: float = 0.0  # > 0: the memory key convolution's taps in their own group at this rate, no decay
     weight_decay: float = 0.0  # LoRA / projections only
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 20
@@ -197,6 +198,8 @@ class TrainConfig:
             raise ConfigError("curriculum: need 1 <= start_min <= start_max and 1 <= end_min <= end_max")
         if o.batch_size < 1 or o.grad_accum < 1:
             raise ConfigError("optim.batch_size and optim.grad_accum must be >= 1")
+        if o.conv_lr < 0:
+            raise ConfigError(f"optim.conv_lr = {o.conv_lr}: use 0 (the LoRA rate) or a positive rate")
         if o.schedule not in ("constant", "cosine"):
             raise ConfigError(f"optim.schedule = {o.schedule!r}: use 'constant' or 'cosine'")
         weights = (d.passkey, d.recall, d.babi, d.lm)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from infinicli.model import GATE_KEYS, InfiniLlama, LoRADelta, Memory, is_adapter_key, parse_sharpen
-from infinicli.train.config import CONFIG_NAME, ConfigError, TrainConfig
+from infinicli.train.config import CONFIG_NAME, ConfigError, OptimSection, TrainConfig
 from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -391,11 +391,18 @@ def make_optimizer(gates: list, others: list, cfg: TrainConfig) -> torch.optim.A
     """AdamW with the gates in their own group (own learning rate, never weight-decayed)."""
     o = cfg.optim
     groups = [{"params": [p for _, p in gates], "lr": o.gate_lr, "weight_decay": 0.0, "name": "gates"}]
-    if others:
-        groups.append(
-            {"params": [p for _, p in others], "lr": o.lr, "weight_decay": o.weight_decay, "name": "attn"}
-        )
+    conv = [p for name, p in others if o.conv_lr > 0 and name.endswith(".mem_k_conv")]
+    attn = [p for name, p in others if not (o.conv_lr > 0 and name.endswith(".mem_k_conv"))]
+    if attn:
+        groups.append({"params": attn, "lr": o.lr, "weight_decay": o.weight_decay, "name": "attn"})
+    if conv:  # the key convolution's taps: their own rate, no decay (decay would pull them off the identity)
+        groups.append({"params": conv, "lr": o.conv_lr, "weight_decay": 0.0, "name": "conv"})
     return torch.optim.AdamW(groups, betas=tuple(o.betas), eps=1e-8)
+
+
+def group_lr(name: str | None, o: OptimSection) -> float:
+    """The base learning rate of an optimizer group by its name (gates, conv or attn)."""
+    return {"gates": o.gate_lr, "conv": o.conv_lr}.get(name or "", o.lr)
 
 
 # -- checkpoints (safetensors + JSON metadata, no pickle) ---------------------------------------------
@@ -810,7 +817,7 @@ class Trainer:
         t0 = time.perf_counter()
         f = lr_factor(self.step, cfg)
         for g in self.opt.param_groups:
-            g["lr"] = (o.gate_lr if g.get("name") == "gates" else o.lr) * f
+            g["lr"] = group_lr(g.get("name"), o) * f
         totals: dict[str, torch.Tensor] = {}
         tokens = 0
         for micro in range(o.grad_accum):
