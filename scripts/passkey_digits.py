@@ -1,0 +1,73 @@
+"""Which digits of a pass key the memory gets wrong: a post-mortem of `infini bench passkey --json` files.
+
+Reads one or more result files and, for the samples whose needle was read from memory (not in the final
+segment, which local attention sees), counts each answer's kind of miss and how often the answer's i-th digit
+equals the key's i-th digit:
+
+    python scripts/passkey_digits.py runs/s17/st8/pk*.json runs/s16/pk1m.json
+
+Kinds: right; one digit replaced (same length, one position differs); digits reordered (same digits, another
+order); a digit dropped or added (the answer is the key with one digit removed, or one more digit); other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+
+def miss_kind(key: str, found: str) -> str:
+    """The kind of answer `found` is for `key` (both digit strings; `found` may be empty)."""
+    if found == key:
+        return "right"
+    if len(found) == len(key):
+        if sum(a != b for a, b in zip(found, key, strict=True)) == 1:
+            return "one digit replaced"
+        if sorted(found) == sorted(key):
+            return "digits reordered"
+    if len(found) == len(key) - 1 and any(key[:i] + key[i + 1 :] == found for i in range(len(key))):
+        return "a digit dropped"
+    if len(found) == len(key) + 1 and any(found[:i] + found[i + 1 :] == key for i in range(len(found))):
+        return "a digit added"
+    return "other"
+
+
+def from_memory(result: dict, segment_len: int) -> bool:
+    """True when the needle lies in a segment that was written to memory before the question's segment."""
+    return result["needle_token"] < result["segments_in_memory"] * segment_len
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", type=Path, help="`infini bench passkey --json` result files")
+    args = ap.parse_args(argv)
+    kinds: Counter[str] = Counter()
+    digit_right, digit_total = Counter(), Counter()
+    n_local = 0
+    for path in args.files:
+        data = json.loads(path.read_text())
+        seg = int(data["model"]["segment_len"])
+        for r in data["results"]:
+            if not from_memory(r, seg):
+                n_local += 1
+                continue
+            key = r["key"]
+            digits = re.search(r"\d+", r["output"])  # the benchmark's `found` wants exactly 5 digits
+            found = digits.group() if digits else ""
+            kinds[miss_kind(key, found)] += 1
+            for i, k in enumerate(key):
+                digit_total[i] += 1
+                digit_right[i] += int(i < len(found) and found[i] == k)
+    n = sum(kinds.values())
+    print(f"{n} samples with the needle in memory ({n_local} in the final segment left out)")
+    for kind, c in kinds.most_common():
+        print(f"  {kind:<20} {c:4d}  {100 * c / max(n, 1):5.1f} %")
+    cells = "  ".join(f"{i + 1}: {100 * digit_right[i] / digit_total[i]:.0f} %" for i in sorted(digit_total))
+    print(f"digit right at its position: {cells}")
+
+
+if __name__ == "__main__":
+    main()

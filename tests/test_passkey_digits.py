@@ -1,0 +1,48 @@
+"""scripts/passkey_digits.py: the kinds of pass-key misses and the per-digit counts over a bench JSON file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "passkey_digits.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("passkey_digits", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_miss_kinds():
+    pd = load_script()
+    assert pd.miss_kind("12345", "12345") == "right"
+    assert pd.miss_kind("12345", "12349") == "one digit replaced"
+    assert pd.miss_kind("12345", "12354") == "digits reordered"
+    assert pd.miss_kind("12345", "1234") == "a digit dropped"
+    assert pd.miss_kind("12345", "123455") == "a digit added"
+    assert pd.miss_kind("12345", "") == "other"
+    assert pd.miss_kind("12345", "99999") == "other"
+
+
+def test_counts_only_needles_read_from_memory(tmp_path, capsys):
+    pd = load_script()
+
+    def row(key, output, needle_token):
+        return {"key": key, "output": output, "needle_token": needle_token, "segments_in_memory": 2}
+
+    results = [
+        row("11111", " 11111.", 10),  # right, from memory
+        row("22222", " 2222.", 1500),  # dropped digit, from memory (segment 1 of 1024)
+        row("33333", " 99999.", 2100),  # in the final segment: left out
+    ]
+    path = tmp_path / "pk.json"
+    path.write_text(json.dumps({"model": {"segment_len": 1024}, "results": results}))
+    pd.main([str(path)])
+    out = capsys.readouterr().out
+    lines = [" ".join(line.split()) for line in out.splitlines()]  # spacing aside
+    assert out.startswith("2 samples with the needle in memory (1 in the final segment left out)")
+    assert "right 1 50.0 %" in lines and "a digit dropped 1 50.0 %" in lines
+    assert lines[-1] == "digit right at its position: 1: 100 % 2: 100 % 3: 100 % 4: 100 % 5: 50 %"
