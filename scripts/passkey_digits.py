@@ -18,6 +18,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from infinicli.bench.passkey import needle_in_memory
+
 
 def miss_kind(key: str, found: str) -> str:
     """The kind of answer `found` is for `key` (both digit strings; `found` may be empty)."""
@@ -28,16 +30,18 @@ def miss_kind(key: str, found: str) -> str:
             return "one digit replaced"
         if sorted(found) == sorted(key):
             return "digits reordered"
-    if len(found) == len(key) - 1 and any(key[:i] + key[i + 1 :] == found for i in range(len(key))):
+    if one_digit_more(key, found):
         return "a digit dropped"
-    if len(found) == len(key) + 1 and any(found[:i] + found[i + 1 :] == key for i in range(len(found))):
+    if one_digit_more(found, key):
         return "a digit added"
     return "other"
 
 
-def from_memory(result: dict, segment_len: int) -> bool:
-    """True when the needle lies in a segment that was written to memory before the question's segment."""
-    return result["needle_token"] < result["segments_in_memory"] * segment_len
+def one_digit_more(longer: str, shorter: str) -> bool:
+    """True when removing one digit of `longer` gives `shorter`."""
+    return len(longer) == len(shorter) + 1 and any(
+        longer[:i] + longer[i + 1 :] == shorter for i in range(len(longer))
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         data = json.loads(path.read_text())
         seg = int(data["model"]["segment_len"])
         for r in data["results"]:
-            if not from_memory(r, seg):
+            if not needle_in_memory(r, seg):
                 n_local += 1
                 continue
             key = r["key"]

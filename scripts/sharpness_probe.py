@@ -61,7 +61,7 @@ def main() -> None:
         for i in chosen:
             set_scale(layers[i].self_attn, None if scale == 1.0 else scale, original[i])
         rs = P.run(eng, settings)["results"]
-        in_mem = [r for r in rs if r["needle_token"] < r["segments_in_memory"] * eng.segment_len]
+        in_mem = [r for r in rs if P.needle_in_memory(r, eng.segment_len)]
         found = [r["found"] or "" for r in rs]
         same = sum(sorted(f) == sorted(r["key"]) for f, r in zip(found, rs, strict=True))
         pairs = zip(found, rs, strict=True)

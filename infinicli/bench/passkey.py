@@ -59,6 +59,12 @@ def is_correct(output: str, key: str | int) -> bool:
     return extract_key(output) == str(key)
 
 
+def needle_in_memory(result: dict, segment_len: int) -> bool:
+    """True when a result row's needle lay in a segment written to memory before the question's segment
+    (False: the final segment, which local attention reads)."""
+    return result["needle_token"] < result["segments_in_memory"] * segment_len
+
+
 FILLER_SENTENCES = [s if s.endswith(".") else s + "." for s in FILLER.split(". ")]
 
 
