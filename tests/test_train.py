@@ -148,11 +148,38 @@ def test_parse_babi_both_separators():
     assert [(q.question, q.answer) for q in qs] == QA
     assert qs[0].facts == ["Mary moved to the bathroom.", "John went to the hallway."]
     assert qs[1].facts[0] == "Daniel went back to the hallway."
+    story = parse_babi(BABI, "story")  # every fact before the question, as the benchmark asks
+    assert [(q.question, q.answer) for q in story] == QA
+    assert story[1].facts == [
+        "Mary moved to the bathroom.",
+        "John went to the hallway.",
+        "Daniel went back to the hallway.",
+        "Sandra moved to the garden.",
+    ]
+
+
+def test_babi_samples_can_hide_the_whole_story_and_ask_in_the_benchmarks_form(tok, corpus):
+    from infinicli.babi import question_text
+
+    def factory_with(*sets: str) -> SampleFactory:
+        base = [f"data.corpus={corpus}", 'data.books=["books/miller.txt"]', "data.babi_tasks=[1]"]
+        return SampleFactory.from_corpus(tok, S, load_config(None, [*base, *sets]).data)
+
+    plain = factory_with()
+    story = factory_with("data.babi_context=story", "data.babi_form=1.0")
+    assert [len(q.facts) for q in plain.babi] == [2, 2] and [len(q.facts) for q in story.babi] == [2, 4]
+    rng = random.Random(0)
+    asked = {story.sample(rng, 3, "babi").question for _ in range(6)}
+    assert asked <= {question_text(q) for q, _ in QA} and len(asked) == 2
+    assert {plain.sample(rng, 3, "babi").question for _ in range(6)} <= {q for q, _ in QA}
+    for bad in ("data.babi_context=all", "data.babi_form=1.5"):
+        with pytest.raises(ConfigError):
+            load_config(None, [bad])
 
 
 def test_held_out_babi_stories_never_reach_training():
     from infinicli.babi import held_out
-    from infinicli.bench.babilong import parse_babi as bench_parse
+    from infinicli.babi import parse_babi as bench_parse
 
     stories = "".join(f"1 Mary went to room{i}.\n2 Where is Mary?\troom{i}\t1\n" for i in range(10))
     trained = {q.answer for q in parse_babi(stories)}

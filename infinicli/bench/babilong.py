@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infinicli.babi import held_out
+from infinicli.babi import QUESTION_FORM, BabiSample, held_out, parse_babi, question_text
 from infinicli.bench.common import (
     Log,
     Timer,
@@ -45,54 +45,6 @@ DEFAULT_HAYSTACK = "books/war_and_peace.txt"
 DOC_NAME = "book.txt"
 MAX_NEW_TOKENS = 16
 
-QUESTION_FORM = "Question: {question}\nAnswer with one word."
-
-
-@dataclass
-class BabiSample:
-    story: int  # index of the story in the file
-    facts: list[str]  # the story's fact sentences before the question, in order
-    question: str
-    answer: str
-    supporting: list[int]  # line numbers of the supporting facts (as in the file)
-
-
-_LINE = re.compile(r"^(\d+) (.*)$")
-_PIPE_Q = re.compile(r"^(.*?\?)\s*\|([^|]*)\|\s*([\d ]*)\s*$")
-
-
-def parse_babi(text: str) -> list[BabiSample]:
-    """Samples of a bAbI file. Lines are "N sentence"; question lines are "N question<TAB>answer<TAB>ids"
-    (or "N question |answer|ids" as in some copies); N restarts at 1 with every story."""
-    out: list[BabiSample] = []
-    facts: list[str] = []
-    story = -1
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        m = _LINE.match(line)
-        if not m:
-            raise ValueError(f"not a bAbI line: {raw!r}")
-        num, rest = int(m.group(1)), m.group(2)
-        if num == 1:
-            story += 1
-            facts = []
-        q: tuple[str, str, str] | None = None
-        if "\t" in rest:
-            parts = rest.split("\t")
-            q = (parts[0], parts[1], parts[2] if len(parts) > 2 else "")
-        else:
-            pm = _PIPE_Q.match(rest)
-            if pm:
-                q = (pm.group(1), pm.group(2), pm.group(3))
-        if q is None:
-            facts.append(rest.strip())
-        else:
-            sup = [int(x) for x in q[2].split()]
-            out.append(BabiSample(story, list(facts), q[0].strip(), q[1].strip(), sup))
-    return out
-
 
 def task_file(task: str, corpus: Path | None = None) -> Path:
     """<corpus>/babi/<task>_*_train.txt (train split only)."""
@@ -112,12 +64,6 @@ def answer_matches(output: str, expected: str) -> bool:
     return bool(words) and all(
         re.search(rf"(?<!\w){re.escape(w)}(?!\w)", first, re.IGNORECASE) for w in words
     )
-
-
-def question_text(question: str) -> str:
-    """What is asked after the document. Plain on purpose: with BABILong's longer task instructions the 135M
-    base model describes "the text above" instead of answering (measured on facts-only inputs)."""
-    return QUESTION_FORM.format(question=question)
 
 
 _SENT_END = re.compile(r"(?<=[.!?])\s+")

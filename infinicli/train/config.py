@@ -79,6 +79,11 @@ class DataSection:
         default_factory=lambda: ["books/war_and_peace.txt", "books/tiny_shakespeare.txt"]
     )
     babi_tasks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    # which facts a bAbI sample hides: "support" = from the earliest supporting fact on (stages 1-8: a QA1
+    # person then moves only once), "story" = every fact of the story before the question, earlier moves of
+    # the same person included (as BABILong and `infini bench babilong` ask)
+    babi_context: str = "support"
+    babi_form: float = 0.0  # share of bAbI questions in the benchmark's form (infinicli.babi.QUESTION_FORM)
     filler_haystack: float = 0.4  # share of passkey haystacks made of repeated filler (rest: book text)
     second_needle: float = 0.3  # probability of a distracting second needle of another kind
     local: float = 0.05  # probability that the needle / facts sit in the final segment, not in memory
@@ -205,11 +210,11 @@ class TrainConfig:
         weights = (d.passkey, d.recall, d.babi, d.lm)
         if min(weights) < 0 or sum(weights) <= 0:
             raise ConfigError("data: mixture weights must be >= 0 and not all zero")
-        probs = ("filler_haystack", "second_needle", "local", "first_segment")
+        probs = ("filler_haystack", "second_needle", "local", "first_segment", "babi_form")
         if not all(0.0 <= getattr(d, k) <= 1.0 for k in probs):
-            raise ConfigError(
-                "data: filler_haystack, second_needle, local and first_segment must be in [0, 1]"
-            )
+            raise ConfigError(f"data: {', '.join(probs)} must be in [0, 1]")
+        if d.babi_context not in ("support", "story"):
+            raise ConfigError(f"data.babi_context = {d.babi_context!r}: use 'support' or 'story'")
         for b in d.books:
             if Path(b).name in HELD_OUT_BOOKS:
                 raise ConfigError(f"data.books: {b} is held out for the perplexity benchmark")

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import torch
 
-from infinicli.babi import held_out
+from infinicli.babi import held_out, question_text
+from infinicli.babi import parse_babi as parse_babi_file
 from infinicli.engine import chat_frame, file_marker
 from infinicli.tokenizer import Tokenizer
 from infinicli.train.config import HELD_OUT_BOOKS, DataSection
@@ -194,46 +195,22 @@ def read_book(path: Path) -> str:
 
 @dataclass
 class BabiQuestion:
-    facts: list[str]  # the story's statements up to the question, in order (from the first one needed)
+    facts: list[str]  # the story's statements hidden in the document, in order
     question: str
     answer: str
 
 
-def parse_babi(text: str) -> list[BabiQuestion]:
-    """bAbI task file → questions with the facts they need (from the earliest supporting fact on), without
-    the stories held out for the benchmark (infinicli.babi).
-
-    Lines are `id text`; ids restart at 1 with each story; question lines are `id question? answer support`
-    with tab- or `|`-separated fields."""
+def parse_babi(text: str, context: str = "support") -> list[BabiQuestion]:
+    """bAbI task file → the questions of the stories not held out for the benchmark (infinicli.babi), each
+    with its facts: from the earliest supporting fact on (context "support"), or every fact of the story
+    before the question ("story", as the benchmark asks). Questions without facts are dropped."""
     out: list[BabiQuestion] = []
-    story: list[tuple[int, str]] = []
-    ordinal = -1
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
+    for s in parse_babi_file(text):
+        if held_out(s.story):  # reserved for `infini bench babilong`
             continue
-        num, _, rest = line.partition(" ")
-        if not num.isdigit():
-            continue
-        idx = int(num)
-        if idx == 1:
-            story = []
-            ordinal += 1
-        if held_out(ordinal):  # reserved for `infini bench babilong`
-            continue
-        if "?" in rest:
-            q, _, tail = rest.partition("?")
-            fields = [f.strip() for f in re.split(r"[\t|]", tail) if f.strip()]
-            if not fields:
-                continue
-            answer = fields[0]
-            support = [int(s) for s in (fields[1].split() if len(fields) > 1 else []) if s.isdigit()]
-            first = min(support) if support else (story[0][0] if story else idx)
-            facts = [s for i, s in story if i >= first]
-            if facts:
-                out.append(BabiQuestion(facts, q.strip() + "?", answer))
-        else:
-            story.append((idx, rest.strip()))
+        facts = s.facts if context == "story" else s.facts_from_support()
+        if facts:
+            out.append(BabiQuestion(facts, s.question, s.answer))
     return out
 
 
@@ -377,7 +354,7 @@ class SampleFactory:
         if cfg.babi > 0 and (root / "babi").is_dir():
             for task in cfg.babi_tasks:
                 for f in sorted((root / "babi").glob(f"qa{int(task)}_*train.txt")):
-                    babi.extend(parse_babi(f.read_text(encoding="utf-8")))
+                    babi.extend(parse_babi(f.read_text(encoding="utf-8"), cfg.babi_context))
         return cls(tok, segment_len, cfg, books, babi)
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -583,7 +560,10 @@ class SampleFactory:
         doc = self._document(rng, n, list(q.facts), local, filler=False)
         if doc is None:
             return None
-        return self._qa_sample("babi", doc, q.question, q.answer, q.facts)
+        question = q.question
+        if self.cfg.babi_form > 0 and rng.random() < self.cfg.babi_form:  # no draw at 0: old recipes replay
+            question = question_text(question)
+        return self._qa_sample("babi", doc, question, q.answer, q.facts)
 
     def lm(self, rng: random.Random, n: int) -> Sample | None:
         """Book text with next-token loss on every segment and on the tail of the final segment."""
