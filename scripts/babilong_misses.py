@@ -18,8 +18,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from infinicli.babi import held_out, parse_babi
-from infinicli.bench.babilong import pick_samples, task_file
+from infinicli.bench.babilong import benchmark_samples
 
 KINDS = ("right", "earlier room, same person", "another person's room", "a room not in the story")
 
@@ -47,11 +46,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", type=Path)
     args = ap.parse_args()
-    samples = [s for s in parse_babi(task_file("qa1").read_text()) if held_out(s.story)]
     total: Counter[str] = Counter()
     for path in args.files:
         res = json.loads(path.read_text())
-        chosen = pick_samples(samples, res["settings"]["samples"], res["settings"]["seed"], "qa1")
+        chosen = benchmark_samples("qa1", res["settings"]["samples"], res["settings"]["seed"])
         kinds = Counter(
             classify(r["output"], chosen[r["sample"]].question, chosen[r["sample"]].facts, r["correct"])
             for r in res["results"]

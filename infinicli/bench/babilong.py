@@ -124,6 +124,13 @@ def pick_samples(samples: list[BabiSample], n: int, seed: int, task: str) -> lis
     return rng.sample(samples, min(n, len(samples)))
 
 
+def benchmark_samples(task: str, n: int, seed: int, path: Path | None = None) -> list[BabiSample]:
+    """The questions the benchmark asks for (task, samples, seed): held-out stories of the task's file
+    (`path`, default task_file(task)), drawn by pick_samples."""
+    text = (path or task_file(task)).read_text(encoding="utf-8")
+    return pick_samples([s for s in parse_babi(text) if held_out(s.story)], n, seed, task)
+
+
 def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
     """Run the benchmark; returns the JSON-ready result (per-sample results, table, settings, machine)."""
     log = log or (lambda msg: None)
@@ -138,12 +145,7 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
     timer = Timer()
     results: list[dict] = []
     for task in settings.tasks:
-        chosen = pick_samples(
-            [s for s in parse_babi(files[task].read_text(encoding="utf-8")) if held_out(s.story)],
-            settings.samples,
-            settings.seed,
-            task,
-        )
+        chosen = benchmark_samples(task, settings.samples, settings.seed, files[task])
         for length in settings.lengths:
             label = length_label(length)
             with timer(f"{task}/{label}"):
