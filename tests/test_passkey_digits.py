@@ -46,3 +46,28 @@ def test_counts_only_needles_read_from_memory(tmp_path, capsys):
     assert out.startswith("2 samples with the needle in memory (1 in the final segment left out)")
     assert "right 1 50.0 %" in lines and "a digit dropped 1 50.0 %" in lines
     assert lines[-1] == "digit right at its position: 1: 100 % 2: 100 % 3: 100 % 4: 100 % 5: 50 %"
+
+
+def test_by_segment_counts_each_needle_segment(tmp_path, capsys):
+    pd = load_script()
+
+    def row(key, output, needle_token):
+        return {
+            "length": 4096,
+            "key": key,
+            "output": output,
+            "needle_token": needle_token,
+            "segments_in_memory": 3,
+        }
+
+    results = [
+        row("11111", " 11111.", 10),  # segment 0, right
+        row("22222", " 22222.", 1030),  # segment 1, right
+        row("33333", " 33335.", 2000),  # segment 1, wrong
+        row("44444", " 99999.", 3500),  # final segment: left out
+    ]
+    path = tmp_path / "pk.json"
+    path.write_text(json.dumps({"model": {"segment_len": 1024}, "results": results}))
+    pd.main(["--by-segment", str(path)])
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-2:] == ["4096 0 3 1 / 1", "4096 1 2 1 / 2"]
