@@ -1,4 +1,4 @@
-"""Streaming engine: reader events → tokens → fixed-size segments → model memory.
+"""Streaming engine: reader events → tokens → segments (cut at text boundaries, see segmenting) → memory.
 
 It holds at most one segment of tokens (plus the tokenizer's bounded carry-over) and the compressive memory,
 however long the input. It knows nothing about files or terminals: readers feed it events, progress goes out
@@ -17,6 +17,7 @@ import torch
 from infinicli.loading import LoadedModel
 from infinicli.model import Memory
 from infinicli.readers import Event, Skipped, SourceDone, SourceStart, TextPiece
+from infinicli.segmenting import Segmenter, for_tokenizer
 from infinicli.tokenizer import Tokenizer
 
 DOC_PLACEHOLDER = "\x00DOCUMENT\x00"
@@ -65,13 +66,34 @@ def chat_frame(tokenizer: Tokenizer) -> tuple[str, str]:
 class Engine:
     """Reads token streams into an Infini-attention model's memory, one segment at a time."""
 
-    def __init__(self, loaded: LoadedModel, tokenizer: Tokenizer, segment_len: int | None = None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        tokenizer: Tokenizer,
+        segment_len: int | None = None,
+        cut_window: int | None = None,
+    ):
+        """cut_window: a segment may end up to this many tokens early at a paragraph, line, sentence or word
+        end (None: segment_len // 8; 0: fixed cuts every segment_len tokens)."""
         self.lm = loaded
         self.model = loaded.model
         self.tok = tokenizer
-        self.segment_len = int(segment_len or self.model.icfg.segment_len)
+        self.cut_window_setting = cut_window
+        self.segment_len = int(segment_len or self.model.icfg.segment_len)  # builds self.segmenter
         self.prefix, self.turn_suffix = chat_frame(tokenizer)
         self.prefix_ids = tokenizer.encode_with_specials(self.prefix)
+
+    @property
+    def segment_len(self) -> int:
+        return self.segmenter.size
+
+    @segment_len.setter
+    def segment_len(self, value: int) -> None:
+        self.segmenter: Segmenter = for_tokenizer(self.tok, int(value), self.cut_window_setting)
+
+    @property
+    def cut_window(self) -> int:
+        return self.segmenter.window
 
     def new_state(self) -> ReadState:
         return ReadState(memory=self.model.empty_memory(1))
@@ -109,6 +131,14 @@ class Engine:
         _, new_memory = self.model.forward_segment(ids, state.memory, write=True, logits=None)
         state.memory, state.tokens_written, state.tail = new_memory, state.tokens_written + n, state.tail[n:]
 
+    def write_ready(self, state: ReadState) -> int:
+        """Write every segment the tail already determines; returns how many were written."""
+        k = 0
+        while (n := self.segmenter.cut(state.tail)) is not None:
+            self.write_segment(state, n)
+            k += 1
+        return k
+
     def read(
         self,
         events: Iterable[Event],
@@ -128,7 +158,6 @@ class Engine:
         resuming = resume_skip > 0
         if resuming:  # bookkeeping is rebuilt from the replayed stream
             state.sources, state.skipped = [], []
-        S = self.segment_len
         t0 = time.perf_counter()
         last_report = 0.0
         new_tokens = 0
@@ -145,8 +174,8 @@ class Engine:
             state.tail.extend(chunk)
             seen += len(chunk)
             new_tokens += len(chunk)
-            while len(state.tail) >= S:
-                self.write_segment(state, S)
+            while (n := self.segmenter.cut(state.tail)) is not None:
+                self.write_segment(state, n)
                 if on_segment is not None:
                     on_segment(state)
             now = time.perf_counter()
@@ -193,13 +222,13 @@ class Engine:
         answers a question about the local text correctly with it, and wrongly without).
 
         The final segment may grow to two segment lengths (local attention handles that) so the question stays
-        whole; beyond that, whole segments are written to a copy of the memory first (the saved state is left
-        untouched, so the same memory can be asked again).
+        whole; beyond that, segments are written to a copy of the memory first, cut as reading cuts them (the
+        saved state is left untouched, so the same memory can be asked again).
         """
         toks = list(state.tail) + list(prompt)
         S = self.segment_len
         scratch = ReadState(memory=state.memory, tail=toks)
         while len(scratch.tail) > 2 * S:
-            self.write_segment(scratch, S)
+            self.write_segment(scratch, self.segmenter.cut(scratch.tail) or S)
         toks = self.prefix_ids + scratch.tail
         return scratch.memory, toks

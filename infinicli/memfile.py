@@ -155,6 +155,7 @@ def check_compatible(
     adapter_fingerprint: str,
     segment_len: int,
     update_rule: str,
+    cut_window: int = 0,
 ) -> None:
     """Refuse (one line) a memory file made by another model, adapter or segment length."""
     if meta.get("model_fingerprint") != model_fingerprint:
@@ -168,6 +169,12 @@ def check_compatible(
         raise InputError(
             f"{path}: memory was made with segment length {meta.get('segment_len')}, not {segment_len};"
             f" use --segment-len {meta.get('segment_len')} or read again"
+        )
+    made = int(meta.get("cut_window", 0))  # files from before text-boundary cuts: fixed cuts
+    if made != cut_window:
+        raise InputError(
+            f"{path}: memory was made with cut window {made}, not {cut_window}; use --cut-window {made}"
+            " or read again"
         )
     if meta.get("update_rule") != update_rule:
         raise InputError(f"{path}: memory was made with the {meta.get('update_rule')} update rule")

@@ -32,6 +32,7 @@ class Options:
     model: str | None = None
     adapter: str | None = "default"
     segment_len: int | None = None
+    cut_window: int | None = None  # None: the engine's default (segment_len // 8)
     device: str | None = None
     dtype: str | None = None
     use_cache: bool = True
@@ -102,6 +103,9 @@ class Session:
             torch.set_num_threads(self.opts.threads or max(1, os.cpu_count() or 1))
         if self.opts.segment_len is not None and self.opts.segment_len < 16:
             raise UsageError("--segment-len must be at least 16 tokens")
+        cw, seg = self.opts.cut_window, self.opts.segment_len
+        if cw is not None and (cw < 0 or (seg is not None and cw >= seg)):
+            raise UsageError("--cut-window must be at least 0 and less than the segment length")
         loaded = build_model(
             model_dir,
             adapter=self.opts.adapter,
@@ -112,7 +116,11 @@ class Session:
         )
         if loaded.adapter_path is None and self.opts.adapter == "default":
             self.notice("no trained Infini-attention adapter for this model: its memory is untrained")
-        return Engine(loaded, load_tokenizer(model_dir, cache_dir=infini_home() / "derived"))
+        tok = load_tokenizer(model_dir, cache_dir=infini_home() / "derived")
+        try:
+            return Engine(loaded, tok, cut_window=self.opts.cut_window)
+        except ValueError as err:  # a cut window not below the adapter's segment length
+            raise UsageError(f"--cut-window: {err}") from None
 
     def identity(self) -> dict:
         e = self.engine
@@ -121,6 +129,7 @@ class Session:
             "model_fingerprint": e.lm.model_fingerprint,
             "adapter_fingerprint": e.lm.adapter_fingerprint,
             "segment_len": e.segment_len,
+            "cut_window": e.cut_window,
             "update_rule": e.model.icfg.update_rule,
         }
 

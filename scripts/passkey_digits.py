@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             digits = re.search(r"\d+", r["output"])  # the benchmark's `found` wants exactly 5 digits
             found = digits.group() if digits else ""
             kinds[miss_kind(key, found)] += 1
-            k = r["needle_token"] // seg
+            k = r.get("needle_segment", r["needle_token"] // seg)  # fixed cuts before it was recorded
             cell = (r.get("length", 0), k, r["segments_in_memory"] - k)
             by_segment[cell] += 1
             right_by_segment[cell] += int(found == key)

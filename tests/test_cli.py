@@ -25,7 +25,7 @@ def test_ask_json_has_the_documented_fields(run, doc):
     for key in ("answer", "tokens_read", "segments", "seconds", "memory_bytes", "from_cache", "sources"):
         assert key in obj
     assert obj["from_cache"] is False
-    assert obj["segments"] >= 10 and obj["tokens_read"] > 32 * obj["segments"] - 1
+    assert obj["segments"] >= 10 and obj["tokens_read"] >= 28 * obj["segments"]  # segments of 28-32 tokens
     assert obj["sources"][0]["name"] == str(doc) and len(obj["sources"][0]["sha256"]) == 64
     assert isinstance(obj["answer"], str)
 

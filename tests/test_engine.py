@@ -23,15 +23,19 @@ def session(tiny_model_dir, infini_home):
     return Session(Options(model=str(tiny_model_dir), adapter="none", segment_len=32))
 
 
-def test_segments_concatenate_to_the_whole_tokenization(session, tmp_path):
+@pytest.mark.parametrize("window", [None, 0])
+def test_segments_concatenate_to_the_whole_tokenization(tiny_model_dir, infini_home, tmp_path, window):
+    session = Session(Options(model=str(tiny_model_dir), adapter="none", segment_len=32, cut_window=window))
     p = tmp_path / "a.txt"
     p.write_text(text_of(3000))
     e = session.engine
+    assert e.cut_window == (4 if window is None else 0)  # default: an eighth of the segment
     written: list[int] = []
+    lengths: list[int] = []
     orig = e.write_segment
 
     def spy(state, n):
-        assert n == 32
+        lengths.append(n)
         written.extend(state.tail[:n])
         orig(state, n)
 
@@ -42,7 +46,14 @@ def test_segments_concatenate_to_the_whole_tokenization(session, tmp_path):
 
     expected = e.tok.encode_with_specials(e.prefix) + e.tok.encode(file_marker(str(p)) + p.read_text())
     assert written + st.tail == expected
-    assert st.tokens_read == len(expected) and len(st.tail) < 32
+    assert st.tokens_read == len(expected) and len(st.tail) <= 32
+    if window == 0:
+        assert set(lengths) == {32}
+    else:  # words and spaces: a segment ends early only at a word end (whitespace on one side of the cut)
+        assert all(28 <= n <= 32 for n in lengths) and min(lengths) < 32
+        ends = [sum(lengths[: i + 1]) for i, n in enumerate(lengths) if n < 32]
+        around = [e.tok.decode(expected[c - 1 : c + 1]) for c in ends]
+        assert ends and all(" " in pair or "\n" in pair for pair in around), around
 
 
 def _peak_python_bytes(session, path) -> int:
@@ -126,8 +137,12 @@ def test_segments_equal_whole_tokenization_for_any_text(tiny_model_dir, infini_h
     d = tmp_path_factory.mktemp("prop")
 
     @settings(max_examples=int(os.environ.get("INFINI_FUZZ_EXAMPLES", "40")), deadline=None)
-    @given(text=st.text(min_size=1, max_size=3000), seg=st.integers(min_value=16, max_value=64))
-    def check(text: str, seg: int) -> None:
+    @given(
+        text=st.text(min_size=1, max_size=3000),
+        seg=st.integers(min_value=16, max_value=64),
+        window=st.integers(min_value=0, max_value=15),
+    )
+    def check(text: str, seg: int, window: int) -> None:
         p = d / "t.txt"
         p.write_text(text, encoding="utf-8")
         try:
@@ -140,6 +155,7 @@ def test_segments_equal_whole_tokenization_for_any_text(tiny_model_dir, infini_h
             written.extend(state.tail[:n])
             orig(state, n)
 
+        e.cut_window_setting = window
         e.segment_len = seg
         e.write_segment = spy
         try:
@@ -148,7 +164,11 @@ def test_segments_equal_whole_tokenization_for_any_text(tiny_model_dir, infini_h
             e.write_segment = orig
         expected = e.prefix_ids + e.tok.encode(file_marker(str(p)) + pieces)
         assert written + st_.tail == expected
-        assert len(written) % seg == 0 and len(st_.tail) < seg
+        assert len(st_.tail) <= seg
+        # the cuts are a function of the tokens alone, whatever pieces the reader delivered them in
+        ends = e.segmenter.cuts(expected)
+        assert len(written) == (ends[-1] if ends else 0)
+        assert all(seg - window <= b - a <= seg for a, b in zip([0, *ends], ends, strict=False))
 
     check()
 

@@ -257,7 +257,7 @@ def test_samples_have_the_engines_layout(tiny_model_dir, tok, factory):
     from infinicli.loading import build_model
     from infinicli.readers import SourceDone, SourceInfo, SourceStart, TextPiece
 
-    engine = Engine(build_model(tiny_model_dir, adapter=None), tok, segment_len=S)
+    engine = Engine(build_model(tiny_model_dir, adapter=None), tok, segment_len=S, cut_window=0)
     written: list[list[int]] = []
     orig = engine.write_segment
 

@@ -84,13 +84,11 @@ def document_tokens(engine: Any, text: str, name: str = "document.txt") -> list[
 
 
 def read_tokens(engine: Any, tokens: Sequence[int], state: Any = None) -> Any:
-    """Continue `state` (a fresh ReadState when None) with `tokens`, writing every full segment to memory
-    exactly as `Engine.read` does (segment boundaries at multiples of segment_len of the whole stream)."""
+    """Continue `state` (a fresh ReadState when None) with `tokens`, writing every segment they determine
+    exactly as `Engine.read` does (the cuts depend only on the token stream, not on how it arrives)."""
     state = state if state is not None else engine.new_state()
     state.tail.extend(tokens)
-    S = engine.segment_len
-    while len(state.tail) >= S:
-        engine.write_segment(state, S)
+    engine.write_ready(state)
     return state
 
 
@@ -203,6 +201,7 @@ def model_info(engine: Any) -> dict:
         "adapter_training": lm.adapter_meta.get("training"),
         "gate_init": engine.model.icfg.gate_init,
         "segment_len": engine.segment_len,
+        "cut_window": engine.cut_window,
         "update_rule": engine.model.icfg.update_rule,
         "write_chunk": engine.model.icfg.write_chunk,
     }

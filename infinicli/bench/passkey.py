@@ -61,8 +61,10 @@ def is_correct(output: str, key: str | int) -> bool:
 
 def needle_in_memory(result: dict, segment_len: int) -> bool:
     """True when a result row's needle lay in a segment written to memory before the question's segment
-    (False: the final segment, which local attention reads)."""
-    return result["needle_token"] < result["segments_in_memory"] * segment_len
+    (False: the final segment, which local attention reads). Rows from before text-boundary cuts have no
+    tokens_in_memory: their segments were all segment_len long."""
+    written = result.get("tokens_in_memory", result["segments_in_memory"] * segment_len)
+    return result["needle_token"] < written
 
 
 FILLER_SENTENCES = [s if s.endswith(".") else s + "." for s in FILLER.split(". ")]
@@ -133,17 +135,25 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PrefixCache:
-    """Reader states of the filler-only document at chosen segment boundaries (position → ReadState)."""
+    """Reader states of the filler-only document at chosen segment ends (position → ReadState)."""
 
     def __init__(self, engine: Any, n_filler: int):
         self.engine = engine
         self.filler_tokens = document_tokens(engine, haystack_text(n_filler, None, None), DOC_NAME)
+        self.cuts = [0, *engine.segmenter.cuts(self.filler_tokens)]  # where reading it ends each segment
         self.states: dict[int, Any] = {0: engine.new_state()}
 
     def boundary(self, tokens: Sequence[int]) -> int:
-        """The last segment boundary at which `tokens` still agree with the filler-only document."""
-        S = self.engine.segment_len
-        return common_prefix(tokens, self.filler_tokens) // S * S
+        """The last segment end that reading `tokens` shares with reading the filler-only document: every
+        cut before it was decided on tokens the two have in common."""
+        same = common_prefix(tokens, self.filler_tokens)
+        seen = self.engine.segment_len + self.engine.segmenter.lookahead  # tokens a cut decision looks at
+        best = 0
+        for prev, cut in zip(self.cuts, self.cuts[1:], strict=False):
+            if prev + seen > same:
+                break
+            best = cut
+        return best
 
     def fill(self, boundaries: Sequence[int]) -> None:
         """Read the filler-only document once, up to the last boundary, keeping a state at each one."""
@@ -152,10 +162,12 @@ class PrefixCache:
             return
         start = max(p for p in self.states if p <= want[0])
         state = copy_state(self.states[start])
-        for b in want:
-            read_tokens(self.engine, self.filler_tokens[state.tokens_read : b], state)
-            assert state.tokens_read == b and not state.tail
-            self.states[b] = copy_state(state)
+        ends = [c for c in self.cuts if start < c <= want[-1]]
+        for end in ends:  # the segments reading would write, in order
+            state.tail = list(self.filler_tokens[state.tokens_read : end])
+            self.engine.write_segment(state, len(state.tail))
+            if end in want:
+                self.states[end] = copy_state(state)
 
     def state_for(self, tokens: Sequence[int]) -> tuple[Any, int]:
         """(a fresh copy of the deepest cached state that `tokens` begin with, its position)."""
@@ -170,6 +182,11 @@ def read_sample(engine: Any, cache: PrefixCache, tokens: Sequence[int]) -> tuple
     read_tokens(engine, tokens[pos:], state)
     state.complete = True
     return state, pos
+
+
+def needle_segment(engine: Any, tokens: Sequence[int], at: int) -> int:
+    """Index of the segment that reading `tokens` puts token `at` in (the last one: the question's)."""
+    return sum(1 for c in engine.segmenter.cuts(tokens) if c <= at)
 
 
 @dataclass
@@ -217,6 +234,8 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
                         "tokens": len(toks) + extra,
                         "needle_token": needle_at,
                         "segments_in_memory": state.memory.segments,
+                        "tokens_in_memory": state.tokens_written,
+                        "needle_segment": needle_segment(engine, toks, needle_at),
                         "reused_tokens": reused,
                         "output": out,
                         "found": extract_key(out),

@@ -17,6 +17,12 @@ MODEL = typer.Option(
 )
 ADAPTER = typer.Option("default", "--adapter", help="Infini-attention adapter file, 'default' or 'none'.")
 SEGMENT = typer.Option(None, "--segment-len", help="Tokens per segment (default: the adapter's).")
+CUT_WINDOW = typer.Option(
+    None,
+    "--cut-window",
+    help="A segment may end up to this many tokens early, at a paragraph, line, sentence or word end"
+    " (default: segment length / 8; 0: fixed cuts).",
+)
 MAX_NEW = typer.Option(256, "--max-new-tokens", help="Longest answer, in tokens.")
 TEMP = typer.Option(0.0, "--temperature", help="0 = greedy (deterministic).")
 SEED = typer.Option(None, "--seed", help="Random seed for sampling.")
@@ -37,6 +43,7 @@ def _session(display: Display, **kw):
         model=kw["model"],
         adapter=kw["adapter"],
         segment_len=kw["segment_len"],
+        cut_window=kw["cut_window"],
         device=kw["device"],
         dtype=kw["dtype"],
         use_cache=not kw["no_cache"],
@@ -127,6 +134,7 @@ def ask(
     model: str = MODEL,
     adapter: str = ADAPTER,
     segment_len: int = SEGMENT,
+    cut_window: int = CUT_WINDOW,
     max_new_tokens: int = MAX_NEW,
     temperature: float = TEMP,
     seed: int = SEED,
@@ -160,6 +168,7 @@ def summarize(
     model: str = MODEL,
     adapter: str = ADAPTER,
     segment_len: int = SEGMENT,
+    cut_window: int = CUT_WINDOW,
     max_new_tokens: int = MAX_NEW,
     temperature: float = TEMP,
     seed: int = SEED,
@@ -193,6 +202,7 @@ def read(
     model: str = MODEL,
     adapter: str = ADAPTER,
     segment_len: int = SEGMENT,
+    cut_window: int = CUT_WINDOW,
     quiet: bool = QUIET,
     no_cache: bool = NO_CACHE,
     json_out: bool = JSON,

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from infinicli.cli import app
-from infinicli.cli.ask import ADAPTER, DEVICE, DTYPE, MODEL, QUIET, SEGMENT, THREADS
+from infinicli.cli.ask import ADAPTER, CUT_WINDOW, DEVICE, DTYPE, MODEL, QUIET, SEGMENT, THREADS
 from infinicli.cli.display import Display
 from infinicli.errors import UsageError
 
@@ -39,6 +39,7 @@ def _engine(
     dtype: str | None,
     seed: int,
     threads: int | None,
+    cut_window: int | None = None,
 ):
     """The loaded Engine of the options shared by every bench command."""
     from infinicli.session import Options, Session
@@ -47,6 +48,7 @@ def _engine(
         model=model,
         adapter=adapter,
         segment_len=segment_len,
+        cut_window=cut_window,
         device=device,
         dtype=dtype,
         seed=seed,
@@ -89,6 +91,7 @@ def passkey(
     model: str = MODEL,
     adapter: str = ADAPTER,
     segment_len: int = SEGMENT,
+    cut_window: int = CUT_WINDOW,
     device: str = DEVICE,
     dtype: str = DTYPE,
     seed: int = BENCH_SEED,
@@ -104,7 +107,7 @@ def passkey(
         lengths=parse_lengths(lengths), depths=parse_ints(depths, "depth", 0, 100), samples=samples, seed=seed
     )
     display = Display(quiet)
-    engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads)
+    engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads, cut_window)
     _finish(display, pk.run(engine, settings, log=display.notice), json_out)
 
 
@@ -122,6 +125,7 @@ def babilong(
     model: str = MODEL,
     adapter: str = ADAPTER,
     segment_len: int = SEGMENT,
+    cut_window: int = CUT_WINDOW,
     device: str = DEVICE,
     dtype: str = DTYPE,
     seed: int = BENCH_SEED,
@@ -148,7 +152,7 @@ def babilong(
     for t in tasks:
         bl.task_file(t)  # a missing corpus or task fails before the model loads
     display = Display(quiet)
-    engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads)
+    engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads, cut_window)
     _finish(display, bl.run(engine, settings, log=display.notice), json_out)
 
 

@@ -291,7 +291,8 @@ def collate(samples: Sequence[Sample], pad_id: int = 0) -> Batch:
 def layout(
     prefix_ids: Sequence[int], doc_ids: Sequence[int], prompt_ids: Sequence[int], S: int
 ) -> tuple[list[list[int]], list[int]]:
-    """(segments written to memory, final segment) exactly as Engine.read + Engine.final_segment make them."""
+    """(segments written to memory, final segment) exactly as Engine.read + Engine.final_segment make them
+    with fixed cuts (cut_window 0): a batch needs segments of one length, so training always cuts there."""
     stream = list(prefix_ids) + list(doc_ids)
     n = len(stream) // S
     segments = [stream[i * S : (i + 1) * S] for i in range(n)]
