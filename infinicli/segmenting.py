@@ -55,7 +55,9 @@ def token_classes(token_bytes: Sequence[bytes]) -> tuple[bytearray, bytearray, b
 class Segmenter:
     """Decides the length of each segment written to memory (see the module docstring)."""
 
-    def __init__(self, size: int, window: int = 0, classes: tuple[bytearray, bytearray, bytearray] | None = None):
+    def __init__(
+        self, size: int, window: int = 0, classes: tuple[bytearray, bytearray, bytearray] | None = None
+    ):
         if size < 1:
             raise ValueError("segment size must be positive")
         if not 0 <= window < size:

@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from infinicli.segmenting import LINE, NONE, PARAGRAPH, SENTENCE, WORD, Segmenter, for_tokenizer, token_classes
+from infinicli.segmenting import (
+    LINE,
+    NONE,
+    PARAGRAPH,
+    SENTENCE,
+    WORD,
+    Segmenter,
+    for_tokenizer,
+    token_classes,
+)
 
 # a toy vocabulary: ids are indices
 VOCAB = [b"w", b" w", b".", b"\n", b"\n\n", b" ", b'."', b"3.", b"\n \n"]
