@@ -6,7 +6,11 @@ before it (measured in docs/BENCHMARKS.md, session 21: a pass key cut this way w
 where whole needles around it were found 10 of 14). So the engine ends a segment early, at most `window`
 tokens before `size`, at the strongest boundary it finds there, the latest one of that strength:
 
-    paragraph end  >  line end  >  sentence end  >  word end  >  (none: the fixed cut at `size`)
+    paragraph end (a blank line)  >  a line end that ends a sentence  >  sentence end  >  line end
+    >  word end  >  (none: the fixed cut at `size`)
+
+A sentence end ranks above a bare line end because books are often hard-wrapped (a line end every dozen
+words, mostly inside sentences), while a log's records are lines that seldom hold ". " inside them.
 
 The choice looks only at the first `size + 1` tokens of the unread tail (the extra token tells whether the
 next segment would start a new word), so the cuts are a function of the token stream alone: reading in
@@ -17,47 +21,51 @@ cut (what training uses: its batches need segments of equal length).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-NONE, WORD, SENTENCE, LINE, PARAGRAPH = range(5)
+NONE, WORD, LINE, SENTENCE, SENTENCE_LINE, PARAGRAPH = range(6)
 
 _SENTENCE_END = (b".", b"!", b"?")
 _CLOSERS = b"\"')]\xe2\x80\x9d\xe2\x80\x99"  # a sentence may end inside quotes or brackets: ." .” .) .'
+_OPENERS = b"\"'([*-#>"  # ...or start with a quote, a bracket, a list or heading mark
 
 
-def token_classes(token_bytes: Sequence[bytes]) -> tuple[bytearray, bytearray, bytearray]:
-    """Per token id: (the boundary a cut right after it makes, whether it starts with whitespace, whether it
-    is only whitespace).
+@dataclass(frozen=True)
+class TokenClasses:
+    """What a cut next to each token id needs to know about it (one byte per id each)."""
 
-    The first is PARAGRAPH (its text ends in whitespace holding two or more newlines), LINE (one), SENTENCE
-    (ends with . ! ? maybe followed by closing quotes or brackets: a sentence end when the next token starts
-    with whitespace), WORD (ends with whitespace) or NONE.
-    """
+    newlines: bytearray  # newlines in its trailing whitespace (capped at 2)
+    sentence: bytearray  # its text before trailing whitespace ends a sentence: . ! ? then closing quotes
+    trailing_space: bytearray  # it ends with whitespace
+    starts_space: bytearray  # it starts with whitespace
+    blank: bytearray  # it is only whitespace
+    opens: bytearray  # its first non-space character may open a sentence: a capital, a digit, a quote...
+
+
+def token_classes(token_bytes: Sequence[bytes]) -> TokenClasses:
+    """The TokenClasses of a vocabulary given as each id's bytes (b"" for special or missing ids)."""
     n = len(token_bytes)
-    ends, starts_space, blank = bytearray(n), bytearray(n), bytearray(n)
+    c = TokenClasses(*(bytearray(n) for _ in range(6)))
     for i, b in enumerate(token_bytes):
         if not b:
             continue
-        starts_space[i] = b[:1].isspace()
-        blank[i] = b.isspace()
         body = b.rstrip()
-        newlines = b[len(body) :].count(b"\n")
-        if newlines >= 2:
-            ends[i] = PARAGRAPH
-        elif newlines == 1:
-            ends[i] = LINE
-        elif body == b and body.rstrip(_CLOSERS).endswith(_SENTENCE_END):
-            ends[i] = SENTENCE
-        elif body != b:
-            ends[i] = WORD
-    return ends, starts_space, blank
+        c.newlines[i] = min(2, b[len(body) :].count(b"\n"))
+        c.sentence[i] = body.rstrip(_CLOSERS).endswith(_SENTENCE_END)
+        c.trailing_space[i] = body != b
+        c.starts_space[i] = b[:1].isspace()
+        c.blank[i] = not body
+        first = b.lstrip()[:1]
+        c.opens[i] = bool(first) and (
+            first.isupper() or first.isdigit() or first in _OPENERS or first[0] >= 0x80
+        )
+    return c
 
 
 class Segmenter:
     """Decides the length of each segment written to memory (see the module docstring)."""
 
-    def __init__(
-        self, size: int, window: int = 0, classes: tuple[bytearray, bytearray, bytearray] | None = None
-    ):
+    def __init__(self, size: int, window: int = 0, classes: TokenClasses | None = None):
         if size < 1:
             raise ValueError("segment size must be positive")
         if not 0 <= window < size:
@@ -66,7 +74,7 @@ class Segmenter:
             raise ValueError("a cut window needs the tokenizer's token classes")
         self.size = int(size)
         self.window = int(window)
-        self._ends, self._starts_space, self._blank = classes or (bytearray(), bytearray(), bytearray())
+        self.classes = classes
 
     @property
     def lookahead(self) -> int:
@@ -75,17 +83,20 @@ class Segmenter:
 
     def boundary(self, tokens: Sequence[int], n: int) -> int:
         """The strength of a cut after tokens[:n] (tokens[n] must exist)."""
-        ends, starts = self._ends, self._starts_space
+        c = self.classes
         a, b = tokens[n - 1], tokens[n]
-        c = ends[a]
-        if c == LINE and n >= 2 and self._blank[a] and ends[tokens[n - 2]] >= LINE:
-            return PARAGRAPH  # a newline token after a line end: a blank line
-        next_space = starts[b]
-        if c == SENTENCE:
-            return SENTENCE if next_space else NONE
-        if c == NONE and next_space:
-            return WORD
-        return c
+        before = tokens[n - 2] if n >= 2 else None  # the token before a, if any
+        if c.newlines[a]:
+            if c.newlines[a] == 2 or (c.blank[a] and before is not None and c.newlines[before]):
+                return PARAGRAPH  # a blank line, in one token or two
+            if c.sentence[a] or (c.blank[a] and before is not None and c.sentence[before]):
+                return SENTENCE_LINE
+            return LINE
+        if c.trailing_space[a] or c.starts_space[b]:
+            # ". " counts as a sentence end only before what may open one ("part-00296. blk_..." in a log
+            # is inside a record; "it. The" is not)
+            return SENTENCE if c.sentence[a] and (c.opens[b] or c.blank[b]) else WORD
+        return NONE
 
     def cut(self, tail: Sequence[int]) -> int | None:
         """How many tokens of `tail` the next segment takes, or None while the tail is too short to tell."""
@@ -122,8 +133,7 @@ def for_tokenizer(tokenizer, size: int, window: int | None = None) -> Segmenter:
     if classes is None:
         special = set(tokenizer.special_tokens.values())
         n = max([tokenizer.vocab_size, *(i + 1 for i in special)])
-        token_bytes = [b"" if i in special else _safe_bytes(tokenizer, i) for i in range(n)]
-        classes = token_classes(token_bytes)
+        classes = token_classes([b"" if i in special else _safe_bytes(tokenizer, i) for i in range(n)])
         tokenizer._segment_classes = classes  # one pass over the vocabulary per tokenizer
     return Segmenter(size, window, classes)
 

@@ -11,6 +11,7 @@ from infinicli.segmenting import (
     NONE,
     PARAGRAPH,
     SENTENCE,
+    SENTENCE_LINE,
     WORD,
     Segmenter,
     for_tokenizer,
@@ -18,8 +19,8 @@ from infinicli.segmenting import (
 )
 
 # a toy vocabulary: ids are indices
-VOCAB = [b"w", b" w", b".", b"\n", b"\n\n", b" ", b'."', b"3.", b"\n \n"]
-W, SW, DOT, NL, NL2, SP, DOTQ, NUMDOT, NLSPNL = range(len(VOCAB))
+VOCAB = [b"w", b" w", b".", b"\n", b"\n\n", b" ", b'."', b"3.", b"\n \n", b" W", b".\n"]
+W, SW, DOT, NL, NL2, SP, DOTQ, NUMDOT, NLSPNL, SCAP, DOTNL = range(len(VOCAB))
 
 
 def seg(size: int, window: int) -> Segmenter:
@@ -27,12 +28,12 @@ def seg(size: int, window: int) -> Segmenter:
 
 
 def test_token_classes():
-    ends, starts, blank = token_classes(VOCAB)
-    assert [ends[i] for i in range(len(VOCAB))] == [
-        NONE, NONE, SENTENCE, LINE, PARAGRAPH, WORD, SENTENCE, SENTENCE, PARAGRAPH
-    ]  # fmt: skip
-    assert [starts[i] for i in (W, SW, NL, SP)] == [0, 1, 1, 1]
-    assert [blank[i] for i in (W, NL, NL2, SP, DOT)] == [0, 1, 1, 1, 0]
+    c = token_classes(VOCAB)
+    assert [c.newlines[i] for i in (W, NL, NL2, NLSPNL, DOTNL, SP)] == [0, 1, 2, 2, 1, 0]
+    assert [c.sentence[i] for i in (W, DOT, DOTQ, NUMDOT, DOTNL, NL)] == [0, 1, 1, 1, 1, 0]
+    assert [c.starts_space[i] for i in (W, SW, NL, SP)] == [0, 1, 1, 1]
+    assert [c.blank[i] for i in (W, NL, NL2, SP, DOT)] == [0, 1, 1, 1, 0]
+    assert [c.opens[i] for i in (W, SW, SCAP, DOT)] == [0, 0, 1, 0]
 
 
 def test_strength_of_a_cut():
@@ -40,12 +41,17 @@ def test_strength_of_a_cut():
     assert s.boundary([W, W], 1) == NONE  # inside a word
     assert s.boundary([W, SW], 1) == WORD  # the next token starts a word
     assert s.boundary([SP, W], 1) == WORD  # after a space
-    assert s.boundary([DOT, SW], 1) == SENTENCE
-    assert s.boundary([DOT, W], 1) == NONE  # "3.14": a dot inside a number is no sentence end
-    assert s.boundary([DOTQ, SW], 1) == SENTENCE  # ." then a new word
+    assert s.boundary([DOT, SCAP], 1) == SENTENCE  # ". The"
+    assert s.boundary([DOT, SP, W], 1) == SENTENCE  # ". " then anything: the space is a token of its own
+    assert s.boundary([DOT, SW], 1) == WORD  # "part-00296. blk_..." in a log: no capital, no sentence
+    assert s.boundary([DOT, W], 1) == NONE  # "3.14": a dot inside a number
+    assert s.boundary([DOTQ, SCAP], 1) == SENTENCE  # ." then a new sentence
     assert s.boundary([W, NL, W], 2) == LINE
+    assert s.boundary([DOT, NL, W], 2) == SENTENCE_LINE  # a line that ends a sentence
+    assert s.boundary([W, DOTNL, W], 2) == SENTENCE_LINE
     assert s.boundary([NL, NL, W], 2) == PARAGRAPH  # a blank line made of two newline tokens
     assert s.boundary([W, NL2, W], 2) == PARAGRAPH
+    assert s.boundary([W, NLSPNL, W], 2) == PARAGRAPH
 
 
 def test_the_strongest_boundary_in_the_window_wins_and_the_latest_of_equals():
@@ -55,11 +61,13 @@ def test_the_strongest_boundary_in_the_window_wins_and_the_latest_of_equals():
     assert s.cut(base) == 10  # nothing in the window: the fixed cut
     words = [W, SW] * 6
     assert s.cut(words[:11]) == 9  # the latest word end (tokens[9] = " w")
-    sent = [W] * 6 + [DOT, SW, W, W, SW, W]  # a sentence end after token 6, word ends later
-    assert s.cut(sent) == 7
-    line = [W] * 5 + [NL, DOT, SW, W, SW, W]  # a line end (cut 6) beats the later sentence end
-    assert s.cut(line) == 6
-    para = [W] * 6 + [NL2, W, NL, W, W]
+    line = [W] * 6 + [NL, W, SW, W, SW]  # a line end (cut 7) beats later word ends
+    assert s.cut(line) == 7
+    sent = [W] * 5 + [NL, DOT, SCAP, W, SW, W]  # a sentence end (cut 7) beats an earlier line end (6):
+    assert s.cut(sent) == 7  # hard-wrapped prose ends lines inside sentences
+    sline = [W] * 6 + [DOTNL, W, DOT, SCAP, W]  # a line that ends a sentence beats a later sentence end
+    assert s.cut(sline) == 7
+    para = [W] * 6 + [NL2, W, DOTNL, W, W]
     assert s.cut(para) == 7
     early = [W, W, NL2] + [W] * 8  # a paragraph end before the window is not a candidate
     assert s.cut(early) == 10
