@@ -115,6 +115,19 @@ def test_memory_with_other_segment_length_is_refused(run, doc, tmp_path, tiny_mo
     assert code == 3 and "segment length 32" in err
 
 
+def test_memory_with_other_cut_window_is_refused_and_the_hint_works(run, doc, tmp_path):
+    mem = tmp_path / "doc.mem"
+    assert run("read", str(doc), "-o", str(mem), "--cut-window", "0")[0] == 0
+    code, _, err = run("ask", str(mem), "q", "--max-new-tokens", "2")
+    assert code == 3 and "cut window 0, not 4" in err and "--cut-window 0" in err
+    assert run("ask", str(mem), "q", "--max-new-tokens", "2", "--cut-window", "0")[0] == 0
+
+
+def test_cut_window_must_be_below_the_segment_length(run, doc):
+    code, _, err = run("ask", str(doc), "q", "--cut-window", "32")
+    assert code == 2 and "--cut-window" in err and "Traceback" not in err
+
+
 def test_damaged_memory_file_is_refused(run, doc, tmp_path):
     mem = tmp_path / "doc.mem"
     assert run("read", str(doc), "-o", str(mem))[0] == 0
