@@ -8,7 +8,8 @@
                         as extra local context, empty memory (the first segment has no previous one).
 
 Scored tokens are identical in all three: tokens 1..S-1 of every segment (next-token loss inside the segment;
-the first token of a segment is never scored). The text is the book's plain tokens (no chat framing).
+the first token of a segment is never scored), so the segments are cut every S tokens exactly, not at text
+boundaries as the engine cuts them (segmenting.py). The text is the book's plain tokens (no chat framing).
 Default book: ``<corpus>/books/anna_karenina.txt`` (cp1252; held out from training).
 """
 
