@@ -131,13 +131,12 @@ class Engine:
         _, new_memory = self.model.forward_segment(ids, state.memory, write=True, logits=None)
         state.memory, state.tokens_written, state.tail = new_memory, state.tokens_written + n, state.tail[n:]
 
-    def write_ready(self, state: ReadState) -> int:
-        """Write every segment the tail already determines; returns how many were written."""
-        k = 0
+    def write_ready(self, state: ReadState, on_segment: Callable[[ReadState], None] | None = None) -> None:
+        """Write every segment the tail already determines (on_segment after each one)."""
         while (n := self.segmenter.cut(state.tail)) is not None:
             self.write_segment(state, n)
-            k += 1
-        return k
+            if on_segment is not None:
+                on_segment(state)
 
     def read(
         self,
@@ -174,10 +173,7 @@ class Engine:
             state.tail.extend(chunk)
             seen += len(chunk)
             new_tokens += len(chunk)
-            while (n := self.segmenter.cut(state.tail)) is not None:
-                self.write_segment(state, n)
-                if on_segment is not None:
-                    on_segment(state)
+            self.write_ready(state, on_segment)
             now = time.perf_counter()
             if on_progress is not None and now - last_report >= progress_every_s:
                 last_report = now
@@ -229,6 +225,6 @@ class Engine:
         S = self.segment_len
         scratch = ReadState(memory=state.memory, tail=toks)
         while len(scratch.tail) > 2 * S:
-            self.write_segment(scratch, self.segmenter.cut(scratch.tail) or S)
+            self.write_segment(scratch, self.segmenter.cut(scratch.tail))  # decided: the tail exceeds 2 S
         toks = self.prefix_ids + scratch.tail
         return scratch.memory, toks

@@ -20,6 +20,7 @@ cut (what training uses: its batches need segments of equal length).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -129,13 +130,16 @@ def for_tokenizer(tokenizer, size: int, window: int | None = None) -> Segmenter:
         window = size // 8 if size >= 16 else 0
     if not window:
         return Segmenter(size, 0)
-    classes = getattr(tokenizer, "_segment_classes", None)
-    if classes is None:
+    classes = _CLASSES.get(tokenizer)
+    if classes is None:  # one pass over the vocabulary per tokenizer
         special = set(tokenizer.special_tokens.values())
         n = max([tokenizer.vocab_size, *(i + 1 for i in special)])
         classes = token_classes([b"" if i in special else _safe_bytes(tokenizer, i) for i in range(n)])
-        tokenizer._segment_classes = classes  # one pass over the vocabulary per tokenizer
+        _CLASSES[tokenizer] = classes
     return Segmenter(size, window, classes)
+
+
+_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its TokenClasses
 
 
 def _safe_bytes(tokenizer, token_id: int) -> bytes:
