@@ -3,6 +3,7 @@
 Each document is read by the engine (memory cached like `infini ask`), the question asked greedily; a reply
 is marked right when it contains an accepted string. Usage (from the repo, corpus beside it):
     python scripts/corpus_questions.py --out docs/CORPUS_QUESTIONS.md [--adapter default|none|FILE]
+        [--segment-len N]
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--adapter", default="default")
+    ap.add_argument("--segment-len", type=int, default=None, help="default: the adapter's")
     ap.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     a = ap.parse_args()
     spec = json.loads((REPO / "docs" / "corpus_questions.json").read_text())
-    session = Session(Options(adapter=a.adapter, max_new_tokens=48, seed=0))
+    session = Session(Options(adapter=a.adapter, segment_len=a.segment_len, max_new_tokens=48, seed=0))
     rows = []
     for item in spec["questions"]:
         t0 = time.perf_counter()

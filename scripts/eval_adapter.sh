@@ -7,15 +7,18 @@
 #   EXTRA=1 scripts/eval_adapter.sh runs/qa4/adapter.safetensors runs/s20/qa4   # all default seeds: 1,474 s
 #   EXTRA=1 scripts/eval_adapter.sh default runs/s20/st8 "2 3" ""                 # only bAbI seeds 2-3: 465 s
 #
-# Segments of 1024 (the product's), greedy decoding, 2 threads (times: a 2-core Zen 4, bf16). An empty seed
-# list skips that benchmark. EXTRA=1 adds QA1 at 32K (10 questions, seed 0; about 260 s).
+# Segments of SEG tokens (default 1024, the length every comparison before session 23 used; SEG=default reads
+# with the adapter's own), greedy decoding, 2 threads (times: a 2-core Zen 4, bf16). An empty seed list skips
+# that benchmark. EXTRA=1 adds QA1 at 32K (10 questions, seed 0; about 260 s).
 set -euo pipefail
 adapter=${1:?adapter file or 'default'}
 out=${2:?output folder}
 babi_seeds=${3-"0 1 2 3"}
 pk_seeds=${4-"1 2 3"}
 mkdir -p "$out"
-common=(--adapter "$adapter" --segment-len 1024 --threads 2 -q)
+seg=${SEG:-1024}
+common=(--adapter "$adapter" --threads 2 -q)
+[[ "$seg" == default ]] || common+=(--segment-len "$seg")
 run() { echo "\$ infini $*" >>"$out/log"; infini "$@" >>"$out/log"; }
 for s in $babi_seeds; do
   run bench babilong "${common[@]}" --task qa1,qa2 --lengths 4k --samples 10 --seed "$s" --json "$out/bl4k_s$s.json"

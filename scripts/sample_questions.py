@@ -4,7 +4,7 @@ Each source is read by the engine (memory cached like `infini ask`) and the ques
 is right when it contains every `backticked` part of the expected answer (case-insensitive). The facts sit
 at known depths (3 % to 99 % of the chronicle, pages and log lines), so the table shows the memory's reads
 next to answers from the local text of the final segment. Usage:
-    python scripts/sample_questions.py [--adapter default|none|FILE] [--json OUT]
+    python scripts/sample_questions.py [--adapter default|none|FILE] [--segment-len N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ def facts() -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--adapter", default="default")
+    ap.add_argument("--segment-len", type=int, default=None, help="default: the adapter's")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     os.chdir(REPO)
-    session = Session(Options(adapter=a.adapter, max_new_tokens=48, seed=0))
+    session = Session(Options(adapter=a.adapter, segment_len=a.segment_len, max_new_tokens=48, seed=0))
     results = []
     for item in facts():
         t0 = time.perf_counter()
