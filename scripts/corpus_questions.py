@@ -1,7 +1,8 @@
 """Ask the ten corpus questions of docs/corpus_questions.json through the product path and write a table.
 
 Each document is read by the engine (memory cached like `infini ask`), the question asked greedily; a reply
-is marked right when it contains an accepted string. Usage (from the repo, corpus beside it):
+is marked right when it contains an accepted string as whole words ("12 columns" does not match "2", a quoted
+"ZooKeeperServer" does not match "zookeeper"). Usage (from the repo, corpus beside it):
     python scripts/corpus_questions.py --out docs/CORPUS_QUESTIONS.md [--adapter default|none|FILE]
         [--segment-len N]
 """
@@ -10,12 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
 from infinicli.session import Options, Session
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def right(reply: str, accept: list[str]) -> bool:
+    """True when the reply holds one of the accepted strings as whole words (case-insensitive)."""
+    return any(re.search(rf"(?<!\w){re.escape(s)}(?!\w)", reply, re.IGNORECASE) for s in accept)
 
 
 def main() -> None:
@@ -32,7 +39,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = session.memory_for([str(a.corpus / item["doc"])])
         reply = "".join(session.answer(result.state, item["q"])).strip()
-        ok = any(s.lower() in reply.lower() for s in item["accept"])
+        ok = right(reply, item["accept"])
         tokens = result.state.tokens_read
         rows.append((item["doc"], tokens, item["q"], reply.replace("\n", " ").replace("|", "\\|"), ok))
         print(
