@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--train-stop", type=float, default=float("inf"))
     ap.add_argument("--adapter", default=None, help="benchmark this adapter; no training")
     ap.add_argument("--evals", default=EVALS)
-    ap.add_argument("--segment-len", type=int, default=1024)
+    ap.add_argument("--segment-len", type=int, default=512)  # the product's since session 23
     a = ap.parse_args()
     unknown = set(a.evals.split(",")) - EVAL_NAMES
     if unknown:  # before the training, not after it

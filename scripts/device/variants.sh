@@ -33,9 +33,9 @@ job() {
 job shipped --adapter "$SHIPPED" --deadline "$DEADLINE" --evals "$EVALS"
 # the recipe as written: 8-32 segments of 256 per sample at the end
 job long "${common[@]}" "${extra[@]}"
-# product-length segments: 2-6 growing to 4-16 segments of 1024
-job prod "${common[@]}" --set model.segment_len=1024 --set curriculum.start_min=2 --set curriculum.start_max=6 \
-  --set curriculum.end_min=4 --set curriculum.end_max=16 "${extra[@]}"
+# product-length segments (512 since session 23): 4-12 growing to 8-32 segments of 512
+job prod "${common[@]}" --set model.segment_len=512 --set curriculum.start_min=4 --set curriculum.start_max=12 \
+  --set curriculum.end_min=8 --set curriculum.end_max=32 "${extra[@]}"
 # QA2 stories too (two supporting facts: where is the object a person carried), as many bAbI samples in all
 job qa12 "${common[@]}" --set 'data.babi_tasks=[1,2]' "${extra[@]}"
 wait
