@@ -57,6 +57,14 @@ EVALS = "pk_short,qa1,chat,ppl,pk_128k,pk_1m,zeroshot,qa2,qa1_128k"  # the defau
 EVAL_NAMES = {*EVALS.split(","), "qa1_4k"}
 
 
+def product_segment_len() -> int:
+    """The segment length the product reads with, from the shipped adapter's metadata (a trained, unpackaged
+    adapter records its training length instead, so the benchmarks here name the product's explicitly)."""
+    from infinicli.loading import DEFAULT_ADAPTER, read_adapter
+
+    return int(read_adapter(DEFAULT_ADAPTER)[1]["infini_config"]["segment_len"])
+
+
 def evaluate(out: Path, adapter: str, deadline: float, evals: list[str], segment_len: int) -> None:
     from infinicli.bench import babilong, chat, passkey, ppl
     from infinicli.session import Options, Session
@@ -144,7 +152,12 @@ def main() -> None:
     ap.add_argument("--train-stop", type=float, default=float("inf"))
     ap.add_argument("--adapter", default=None, help="benchmark this adapter; no training")
     ap.add_argument("--evals", default=EVALS)
-    ap.add_argument("--segment-len", type=int, default=512)  # the product's since session 23
+    ap.add_argument(
+        "--segment-len",
+        type=int,
+        default=None,
+        help="default: the shipped adapter's (the product's reading length)",
+    )
     a = ap.parse_args()
     unknown = set(a.evals.split(",")) - EVAL_NAMES
     if unknown:  # before the training, not after it
@@ -159,7 +172,7 @@ def main() -> None:
             log(f"training stopped:\n{traceback.format_exc()}")
     adapter = Path(a.adapter) if a.adapter else a.out / "run" / "adapter.safetensors"
     if adapter.is_file():
-        evaluate(a.out, str(adapter), a.deadline, a.evals.split(","), a.segment_len)
+        evaluate(a.out, str(adapter), a.deadline, a.evals.split(","), a.segment_len or product_segment_len())
     else:
         log("no adapter was written: nothing to evaluate")
 
