@@ -15,7 +15,11 @@ delta-rule write of each segment go in chunks of 256 tokens (model.InfiniConfig.
 an adapter trained on segments of 256 saw, while reading still uses the longer segments. `--sharpen 22,23=2`
 multiplies the memory queries and keys of the listed layers by 2 before σ (model.InfiniConfig.mem_scale: the
 adapter gets a sharpness s = ln 2 per KV head there, 0 elsewhere): `scripts/sharpness_probe.py` measures
-what a sharper read does at each length.
+what a sharper read does at each length. `--average-with OTHER --weight W` ships the interpolation
+W·SRC + (1−W)·OTHER of two adapters of one lineage (a checkpoint average, as in model soups): the LoRA updates
+are mixed exactly (the low-rank factors are stacked, so the rank is the sum of both ranks and the merged
+weights are W·B₁A₁ + (1−W)·B₂A₂), every other tensor (gates, sharpness) linearly; SRC's training metadata
+stays, `packaged` names OTHER and W.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from safetensors.torch import save_file
 
 from infinicli.bench.common import parse_ints
-from infinicli.errors import UsageError
+from infinicli.errors import ModelError, UsageError
 from infinicli.loading import read_adapter
 from infinicli.memory import CLOSED_GATE
 from infinicli.model import parse_sharpen
@@ -53,6 +57,36 @@ def sharpen(tensors: dict[str, torch.Tensor], icfg: dict, shape: str, spec: str)
     return {str(i): factor for i in chosen}
 
 
+def average(
+    tensors: dict[str, torch.Tensor], icfg: dict, other: Path, weight: float
+) -> dict[str, torch.Tensor]:
+    """weight·tensors + (1 − weight)·other's, LoRA pairs exactly (rank r₁ + r₂ at the same scale α/r);
+    icfg (SRC's InfiniConfig) gets the summed rank. Both adapters need the same tensors and LoRA scale."""
+    if not 0.0 <= weight <= 1.0:
+        raise UsageError(f"--weight {weight}: use a number from 0 to 1")
+    theirs, their_meta = read_adapter(other)
+    ticfg = their_meta.get("infini_config", {})
+    if set(theirs) != set(tensors):
+        raise UsageError(f"--average-with {other}: not the same adapter tensors as the source")
+    r1, r2 = int(icfg.get("lora_rank", 0)), int(ticfg.get("lora_rank", 0))
+    scale1 = icfg.get("lora_alpha", 16.0) / r1 if r1 else 0.0
+    if r1 and scale1 != ticfg.get("lora_alpha", 16.0) / r2:
+        raise UsageError(f"--average-with {other}: another LoRA scale (alpha / rank)")
+    out: dict[str, torch.Tensor] = {}
+    for k, mine in tensors.items():
+        if k.endswith(".lora_A"):  # [r, in]: both down-projections, stacked
+            out[k] = torch.cat([mine, theirs[k]], dim=0)
+        elif k.endswith(".lora_B"):  # [out, r]: each up-projection with its weight
+            out[k] = torch.cat([weight * mine, (1.0 - weight) * theirs[k]], dim=1)
+        else:
+            out[k] = weight * mine.float() + (1.0 - weight) * theirs[k].float()
+            out[k] = out[k].to(mine.dtype)
+    if r1:
+        icfg["lora_rank"] = r1 + r2
+        icfg["lora_alpha"] = scale1 * (r1 + r2)  # the same scale α/r as both sources
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", type=Path)
@@ -63,12 +97,17 @@ def main() -> None:
         "--write-chunk", type=int, default=None, help="tokens per delta-rule write (0: the whole segment)"
     )
     ap.add_argument("--sharpen", default=None, help="LAYERS=A: memory queries and keys of LAYERS times A")
+    ap.add_argument("--average-with", type=Path, default=None, help="another adapter of the same lineage")
+    ap.add_argument("--weight", type=float, default=0.5, help="SRC's share of the average (default 0.5)")
     a = ap.parse_args()
     tensors, meta = read_adapter(a.src)
     icfg = meta["infini_config"]
     before = json.loads(meta.get("packaged", "{}"))  # packaging a packaged adapter keeps its training facts
     trained = before.get("trained_segment_len", icfg["segment_len"])
     packaged = {"from": str(a.src), "trained_segment_len": trained, "segment_len": a.segment_len}
+    if a.average_with is not None:
+        tensors = average(tensors, icfg, a.average_with, a.weight)
+        packaged["averaged_with"] = {"adapter": str(a.average_with), "weight_of_from": a.weight}
     if a.memory_layers != "all":
         gates = [k for k in tensors if k.endswith(".self_attn.gate")]  # "model.layers.<i>.self_attn.gate"
         keep = set(parse_ints(a.memory_layers, "--memory-layers", 0, len(gates) - 1))
@@ -89,11 +128,12 @@ def main() -> None:
     layers = f", memory in layers {a.memory_layers}" if a.memory_layers != "all" else ""
     layers += f", writes of {a.write_chunk} tokens" if a.write_chunk else ""
     layers += f", memory read sharpened {a.sharpen}" if a.sharpen else ""
+    layers += f", averaged with {a.average_with} (weight {a.weight})" if a.average_with else ""
     print(f"{a.dst}: {len(tensors)} tensors, segment_len {a.segment_len} (trained at {trained}){layers}")
 
 
 if __name__ == "__main__":
     try:
         main()
-    except UsageError as e:  # a bad --memory-layers or --sharpen: one line, no traceback
+    except (UsageError, ModelError) as e:  # a bad option or adapter file: one line, no traceback
         raise SystemExit(f"error: {e}") from None

@@ -379,6 +379,60 @@ def test_package_adapter_sharpen_sets_the_chosen_layers(tiny_model_dir, tmp_path
     assert bad.stderr.strip().startswith("error: --sharpen")
 
 
+def test_package_adapter_average_mixes_the_memory_deltas_and_gates_exactly(tiny_model_dir, tmp_path):
+    """scripts/package_adapter.py --average-with B --weight 0.3: every memory-path LoRA update of the packaged
+    adapter is 0.3·ΔA + 0.7·ΔB (rank 4 + 4 at the same scale), every gate the same mix; the training metadata
+    is the source's; adapters with other tensors are refused in one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from infinicli.loading import build_model, read_adapter, shape_id, write_adapter
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "package_adapter.py"
+    files = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        m = build_model(tiny_model_dir, adapter=None).model
+        m.icfg.lora_rank, m.icfg.lora_scope = 4, "memory"
+        m.add_lora()
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                if n.endswith((".lora_B", ".gate")):
+                    p.normal_(0, 0.5)
+        files.append(tmp_path / f"{seed}.safetensors")
+        write_adapter(m, files[-1], {"model_shape": shape_id(m.cfg), "training": {"recipe": {"seed": seed}}})
+    dst = tmp_path / "avg.safetensors"
+    cmd = [sys.executable, str(script), str(files[0]), str(dst), "--segment-len", "16"]
+    mix = ["--average-with", str(files[1]), "--weight", "0.3"]
+    subprocess.run([*cmd, *mix], check=True, capture_output=True)
+
+    a, b, avg = (build_model(tiny_model_dir, adapter=f).model for f in (*files, dst))
+    assert avg.icfg.lora_rank == 8 and avg.icfg.segment_len == 16
+    x = torch.randn(5, a.cfg.hidden_size)
+    y = torch.zeros(5, a.cfg.hidden_size)
+    n_checked = 0
+    for la, lb, lm in zip(a.model.layers, b.model.layers, avg.model.layers, strict=True):
+        for name in ("mem_q_proj", "mem_k_proj", "mem_v_proj", "mem_o_proj"):
+            da, db, dm = (getattr(layer.self_attn, name, None) for layer in (la, lb, lm))
+            if da is None:
+                continue
+            yo = y[:, : da.lora_B.shape[0]]
+            torch.testing.assert_close(dm(x, yo), 0.3 * da(x, yo) + 0.7 * db(x, yo), atol=1e-5, rtol=1e-4)
+            n_checked += 1
+        torch.testing.assert_close(lm.self_attn.gate, 0.3 * la.self_attn.gate + 0.7 * lb.self_attn.gate)
+    assert n_checked > 0
+    _, meta = read_adapter(dst)
+    assert meta["training"] == {"recipe": {"seed": 1}}
+    assert '"weight_of_from": 0.3' in meta["packaged"]
+
+    other = tmp_path / "other.safetensors"
+    write_adapter(build_model(tiny_model_dir, adapter=None).model, other, {"model_shape": shape_id(a.cfg)})
+    bad = subprocess.run([*cmd, "--average-with", str(other)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("error: --average-with")
+
+
 def test_key_conv_starts_as_identity_matches_reference_and_round_trips(tiny_pair, tmp_path):
     """key_conv: the memory keys pass a causal per-channel convolution. At initialisation (identity) the
     memory is unchanged; with random taps it equals a naive loop over positions, is causal (a later token
