@@ -231,6 +231,7 @@ def test_cli_passkey(tiny_model_dir, infini_home, tmp_path, capsys):
     for key in ("length", "depth", "sample", "key", "tokens", "output", "found", "correct", "seconds"):
         assert key in r
     assert d["settings"]["seed"] == 7 and d["model"]["segment_len"] == S
+    assert d["model"]["adapter"] == "none" and d["model"]["adapter_packaged"] is None
 
 
 def test_cli_babilong(tiny_model_dir, infini_home, tmp_path, capsys, fake_corpus):
