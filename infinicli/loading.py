@@ -80,8 +80,12 @@ def file_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+JSON_META = ("infini_config", "training", "packaged")  # adapter metadata stored as JSON text
+
+
 def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of an adapter file (metadata 'infini_config' holds the InfiniConfig as JSON)."""
+    """Tensors and metadata of an adapter file, the JSON_META entries parsed ('infini_config' holds the
+    InfiniConfig, 'training' the recipe and run, 'packaged' what scripts/package_adapter.py did)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -90,7 +94,7 @@ def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"{path}: not a readable adapter file ({e})") from None
-    parsed = {k: (json.loads(v) if k in ("infini_config", "training") else v) for k, v in meta.items()}
+    parsed = {k: (json.loads(v) if k in JSON_META else v) for k, v in meta.items()}
     return tensors, parsed
 
 

@@ -102,7 +102,7 @@ def main() -> None:
     a = ap.parse_args()
     tensors, meta = read_adapter(a.src)
     icfg = meta["infini_config"]
-    before = json.loads(meta.get("packaged", "{}"))  # packaging a packaged adapter keeps its training facts
+    before = meta.get("packaged", {})  # packaging a packaged adapter keeps its training facts
     trained = before.get("trained_segment_len", icfg["segment_len"])
     packaged = {"from": str(a.src), "trained_segment_len": trained, "segment_len": a.segment_len}
     if a.average_with is not None:

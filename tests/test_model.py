@@ -424,7 +424,7 @@ def test_package_adapter_average_mixes_the_memory_deltas_and_gates_exactly(tiny_
     assert n_checked > 0
     _, meta = read_adapter(dst)
     assert meta["training"] == {"recipe": {"seed": 1}}
-    assert '"weight_of_from": 0.3' in meta["packaged"]
+    assert meta["packaged"]["averaged_with"]["weight_of_from"] == 0.3
 
     other = tmp_path / "other.safetensors"
     write_adapter(build_model(tiny_model_dir, adapter=None).model, other, {"model_shape": shape_id(a.cfg)})

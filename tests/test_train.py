@@ -590,7 +590,7 @@ def test_the_shipped_recipes_chain_and_the_last_one_made_the_shipped_adapter():
     assert meta["training"]["complete"] and meta["training"]["steps"] == cfgs[-1].run.steps
     # an adapter shipped as an average (scripts/package_adapter.py --average-with) mixes the last stage with
     # an earlier stage of the same chain, named by its run folder
-    averaged = json.loads(meta.get("packaged", "{}")).get("averaged_with")
+    averaged = meta.get("packaged", {}).get("averaged_with")
     if averaged:
         assert averaged["adapter"] in {f"{c.run.out}/adapter.safetensors" for c in cfgs[:-1]}
         assert 0.0 < averaged["weight_of_from"] < 1.0

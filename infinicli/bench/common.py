@@ -199,7 +199,7 @@ def model_info(engine: Any) -> dict:
         "adapter": str(lm.adapter_path) if lm.adapter_path else "none",
         "adapter_fingerprint": lm.adapter_fingerprint,
         "adapter_training": lm.adapter_meta.get("training"),
-        "adapter_packaged": json.loads(lm.adapter_meta.get("packaged", "null")),  # segment length, averaging
+        "adapter_packaged": lm.adapter_meta.get("packaged"),  # segment length, averaging
         "gate_init": engine.model.icfg.gate_init,
         "segment_len": engine.segment_len,
         "cut_window": engine.cut_window,
