@@ -177,6 +177,79 @@ def test_babi_samples_can_hide_the_whole_story_and_ask_in_the_benchmarks_form(to
             load_config(None, [bad])
 
 
+def test_qa1_samples_can_also_ask_where_the_storys_other_people_are(tok, corpus):
+    """data.babi_questions > 1: further final segments after the same document, one per other person of the
+    story, each answered with that person's last room; the default asks only the story's own question."""
+    from infinicli.train.data import whereabouts
+
+    assert whereabouts(
+        ["Mary moved to the bathroom.", "John went to the hallway.", "Mary went back to the office."]
+    ) == {
+        "Mary": "office",
+        "John": "hallway",
+    }
+    assert whereabouts(["Mary moved to the bathroom.", "Mary got the apple there."]) is None  # not QA1
+    base = [f"data.corpus={corpus}", 'data.books=["books/miller.txt"]', "data.babi_tasks=[1]"]
+    base += ["data.babi_context=story"]
+    many = SampleFactory.from_corpus(tok, S, load_config(None, [*base, "data.babi_questions=4"]).data)
+    one = SampleFactory.from_corpus(tok, S, load_config(None, base).data)
+    rng = random.Random(1)
+    seen = set()
+    for _ in range(8):
+        assert one.sample(rng, 2, "babi").more == []
+        s = many.sample(rng, 2, "babi")
+        where = {"Where is Mary?": {"John": "hallway"}}.get(
+            s.question, {"Mary": "bathroom", "John": "hallway", "Sandra": "garden"}
+        )
+        assert len(s.more) == len(where)
+        head = s.final[: len(s.final) - len(many.answer_ids(s.answer)) + 1]
+        tail = head[: len(head) - len(many.prompt_ids(s.question))]  # chat opener + the document's tail
+        for final, labels in s.more:
+            assert final[: len(tail)] == tail and len(labels) == len(final)
+            asked = tok.decode(final[len(tail) :])
+            person = next(p for p in where if f"Where is {p}?" in asked)
+            answer = [x for x in labels if x != IGNORE]
+            assert answer == many.answer_ids(where.pop(person))  # the room, then <|im_end|>
+            assert final[-len(answer) + 1 :] == answer[:-1]  # teacher forcing
+            seen.add(person)
+        assert not where  # every other person asked once
+    assert seen == {"Mary", "John", "Sandra"}
+    with pytest.raises(ConfigError):
+        load_config(None, ["data.babi_questions=0"])
+
+
+def test_further_questions_read_their_own_samples_memory(trained_parts, tok, corpus):
+    """A batch whose samples carry further questions gives each question the same loss as a sample of its
+    own with that question: every final row reads the memory of the sample it belongs to."""
+    import copy
+
+    cfg, model, objective = trained_parts
+    sets = [f"data.corpus={corpus}", 'data.books=["books/miller.txt"]', "data.babi_tasks=[1]"]
+    sets += ["data.babi_context=story", "data.babi_questions=4"]
+    many = SampleFactory.from_corpus(tok, S, load_config(None, sets).data)
+    rng = random.Random(4)
+    samples = []
+    while len(samples) < 2:
+        s = many.sample(rng, 2, "babi")
+        if s.more and (not samples or s.text != samples[0].text):
+            samples.append(s)
+    batch = collate(samples)
+    assert batch.final.shape[0] == 2 + sum(len(s.more) for s in samples)
+    assert batch.owner.tolist() == [0, 1] + [i for i, s in enumerate(samples) for _ in s.more]
+    singles = []
+    for s in samples:
+        for final, labels in [(s.final, s.labels), *s.more]:
+            one = copy.copy(s)
+            one.final, one.labels, one.more = final, labels, []
+            singles.append(one)
+    with torch.no_grad():
+        _, together = objective(batch)
+        apart = [objective(collate([one]))[1] for one in singles]
+    for key in ("ans_sum", "ans_cnt", "tok_right", "qa"):
+        torch.testing.assert_close(together[key], sum(a[key] for a in apart), rtol=1e-5, atol=1e-5)
+    assert together["samples"] == 2 and together["qa"] == len(singles)
+
+
 def test_held_out_babi_stories_never_reach_training():
     from infinicli.babi import held_out
     from infinicli.babi import parse_babi as bench_parse

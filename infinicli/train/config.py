@@ -90,6 +90,10 @@ class DataSection:
     # probability that a passkey / recall needle sits in the first segment, the one written while the memory
     # is empty (uniform depths put only 1 in n there, and that segment is where readout loses the order)
     first_segment: float = 0.0
+    # > 1: a QA1 sample also asks where up to this many - 1 other people of its story are, each question a
+    # final segment of its own that reads the same memory (more supervision per memory written, and the
+    # people must be told apart); 1: only the story's own question
+    babi_questions: int = 1
     min_tail: int = 8  # fewest document tokens left for the final segment
 
 
@@ -213,6 +217,10 @@ class TrainConfig:
         probs = ("filler_haystack", "second_needle", "local", "first_segment", "babi_form")
         if not all(0.0 <= getattr(d, k) <= 1.0 for k in probs):
             raise ConfigError(f"data: {', '.join(probs)} must be in [0, 1]")
+        if d.babi_questions < 1:
+            raise ConfigError(
+                f"data.babi_questions = {d.babi_questions}: use 1 (only the story's question) or more"
+            )
         if d.babi_context not in ("support", "story"):
             raise ConfigError(f"data.babi_context = {d.babi_context!r}: use 'support' or 'story'")
         for b in d.books:

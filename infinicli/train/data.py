@@ -17,7 +17,9 @@ token for token (tests check it against the engine), and every generator below b
   combinations, people and their cities or jobs, hidden objects) at a random depth of a haystack (repeated
   filler sentences or natural book text), sometimes with a distracting second needle of another kind;
 * babi: the facts of a bAbI story (train split, minus the stories held out in infinicli.babi), scattered in
-  order through book text, the question at the end, the one-word answer (BABILong style);
+  order through book text, the question at the end, the one-word answer (BABILong style); for QA1 stories
+  with `babi_questions` > 1, the same memory is also asked where the story's other people are (each a final
+  segment of its own: one read of the memory supervises several people, who must not be confused);
 * recall: a long sequence (8-20 digits, or 4-8 words) in one needle, asked back whole: every answer token
   is a retrieval that depends on the token before it, so one sample supervises the order of many tokens
   read through memory (the pass-key misses were the right digits in the wrong order);
@@ -214,6 +216,22 @@ def parse_babi(text: str, context: str = "support") -> list[BabiQuestion]:
     return out
 
 
+# a QA1 fact: "Mary moved to the bathroom.", "Daniel went back to the hallway."
+_QA1_FACT = re.compile(r"^([A-Z][a-z]+) (?:moved|went|went back|journeyed|travelled) to the ([a-z]+)\.$")
+
+
+def whereabouts(facts: Sequence[str]) -> dict[str, str] | None:
+    """Where each person of a QA1 story is after its facts (person → room, in order of first mention);
+    None when a fact is not a QA1 move (another task)."""
+    where: dict[str, str] = {}
+    for f in facts:
+        m = _QA1_FACT.match(f.strip())
+        if m is None:
+            return None
+        where[m.group(1)] = m.group(2)
+    return where
+
+
 @dataclass
 class Sample:
     """One training sample in the product's layout.
@@ -222,7 +240,8 @@ class Sample:
     segment_labels: per segment, the token each position must predict (IGNORE: none), or None (no LM loss);
     final: the final segment's input (prefix + tail + question + suffix, then the answer tokens);
     labels: aligned with final, the token each position must predict (the answer and <|im_end|>), else IGNORE;
-    inserts: the needles / facts hidden in the document text (in memory unless the sample is local).
+    inserts: the needles / facts hidden in the document text (in memory unless the sample is local);
+    more: further (final, labels) pairs that read the same memory (other questions about the same document).
     """
 
     kind: str
@@ -235,10 +254,11 @@ class Sample:
     question: str = ""
     answer: str = ""
     inserts: list[str] = field(default_factory=list)
+    more: list[tuple[list[int], list[int]]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
-        return sum(len(s) for s in self.segments) + len(self.final)
+        return sum(len(s) for s in self.segments) + len(self.final) + sum(len(f) for f, _ in self.more)
 
 
 @dataclass
@@ -248,9 +268,15 @@ class Batch:
     segment_labels: (
         torch.Tensor | None
     )  # [B, n, S] long, IGNORE where no loss; None when no sample has LM loss
-    final: torch.Tensor  # [B, T] long, right-padded
-    labels: torch.Tensor  # [B, T] long, IGNORE on padding
+    final: torch.Tensor  # [R, T] long, right-padded: every sample's final segment, then its `more` ones
+    labels: torch.Tensor  # [R, T] long, IGNORE on padding
     tokens: int
+    owner: torch.Tensor | None = None  # [R] long: the sample whose memory each final row reads (None: R = B)
+    final_kinds: list[str] | None = None  # kind of each final row (None: `kinds`)
+
+    @property
+    def row_kinds(self) -> list[str]:
+        return self.kinds if self.final_kinds is None else self.final_kinds
 
     def to(self, device: torch.device) -> Batch:
         sl = None if self.segment_labels is None else self.segment_labels.to(device)
@@ -261,16 +287,20 @@ class Batch:
             self.final.to(device),
             self.labels.to(device),
             self.tokens,
+            None if self.owner is None else self.owner.to(device),
+            self.final_kinds,
         )
 
 
 def collate(samples: Sequence[Sample], pad_id: int = 0) -> Batch:
-    """Stack samples that have the same number of segments; final segments are right-padded (causal
-    attention: padding after a sequence cannot change it)."""
+    """Stack samples that have the same number of segments; final segments (each sample's, then its `more`
+    ones) are right-padded (causal attention: padding after a sequence cannot change it)."""
     n = {len(s.segments) for s in samples}
     if len(n) != 1:
         raise ValueError(f"samples of one batch need the same number of segments, got {sorted(n)}")
-    B, T = len(samples), max(len(s.final) for s in samples)
+    rows = [(i, s.kind, s.final, s.labels) for i, s in enumerate(samples)]
+    rows += [(i, s.kind, f, lab) for i, s in enumerate(samples) for f, lab in s.more]
+    B, T = len(samples), max(len(f) for _, _, f, _ in rows)
     nseg = n.pop()
     S = len(samples[0].segments[0]) if nseg else 0
     segs = torch.tensor([s.segments for s in samples], dtype=torch.long).view(B, nseg, S)
@@ -280,12 +310,17 @@ def collate(samples: Sequence[Sample], pad_id: int = 0) -> Batch:
         for i, s in enumerate(samples):
             if s.segment_labels is not None:
                 seg_labels[i] = torch.tensor(s.segment_labels, dtype=torch.long).view(nseg, S)
-    final = torch.full((B, T), pad_id, dtype=torch.long)
-    labels = torch.full((B, T), IGNORE, dtype=torch.long)
-    for i, s in enumerate(samples):
-        final[i, : len(s.final)] = torch.tensor(s.final, dtype=torch.long)
-        labels[i, : len(s.labels)] = torch.tensor(s.labels, dtype=torch.long)
-    return Batch([s.kind for s in samples], segs, seg_labels, final, labels, sum(s.tokens for s in samples))
+    final = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), T), IGNORE, dtype=torch.long)
+    for r, (_, _, f, lab) in enumerate(rows):
+        final[r, : len(f)] = torch.tensor(f, dtype=torch.long)
+        labels[r, : len(lab)] = torch.tensor(lab, dtype=torch.long)
+    owner, final_kinds = None, None
+    if len(rows) > B:
+        owner = torch.tensor([i for i, _, _, _ in rows], dtype=torch.long)
+        final_kinds = [k for _, k, _, _ in rows]
+    kinds = [s.kind for s in samples]
+    return Batch(kinds, segs, seg_labels, final, labels, sum(s.tokens for s in samples), owner, final_kinds)
 
 
 def layout(
@@ -561,10 +596,37 @@ class SampleFactory:
         doc = self._document(rng, n, list(q.facts), local, filler=False)
         if doc is None:
             return None
-        question = q.question
-        if self.cfg.babi_form > 0 and rng.random() < self.cfg.babi_form:  # no draw at 0: old recipes replay
-            question = question_text(question)
-        return self._qa_sample("babi", doc, question, q.answer, q.facts)
+        form = (
+            self.cfg.babi_form > 0 and rng.random() < self.cfg.babi_form
+        )  # no draw at 0: old recipes replay
+        ask = question_text if form else (lambda x: x)
+        sample = self._qa_sample("babi", doc, ask(q.question), q.answer, q.facts)
+        if self.cfg.babi_questions > 1:  # no draw at 1: old recipes replay
+            sample.more = self._more_whereabouts(rng, sample, q, ask)
+        return sample
+
+    def _more_whereabouts(
+        self, rng: random.Random, sample: Sample, q: BabiQuestion, ask
+    ) -> list[tuple[list[int], list[int]]]:
+        """(final, labels) for up to babi_questions - 1 other people of a QA1 story: "Where is X?" after the
+        same document, answered with X's last room (none for other tasks)."""
+        where = whereabouts(q.facts)
+        if where is None:
+            return []
+        asked = q.question.removeprefix("Where is ").removesuffix("?")
+        others = [p for p in where if p != asked]
+        rng.shuffle(others)
+        head = sample.final[: len(sample.final) - len(self.answer_ids(sample.answer)) + 1]  # + the question
+        prompt = self.prompt_ids(sample.question)
+        if head[len(head) - len(prompt) :] != prompt:  # an over-long question (layout wrote part of it)
+            return []
+        tail = head[: len(head) - len(prompt)]  # prefix + the document's tail
+        more = []
+        for p in others[: self.cfg.babi_questions - 1]:
+            prompt = self.prompt_ids(ask(f"Where is {p}?"))
+            ans = self.answer_ids(where[p])
+            more.append((tail + prompt + ans[:-1], [IGNORE] * (len(tail) + len(prompt) - 1) + ans))
+        return more
 
     def lm(self, rng: random.Random, n: int) -> Sample | None:
         """Book text with next-token loss on every segment and on the tail of the final segment."""

@@ -200,10 +200,14 @@ class Objective(nn.Module):
             if detach_memory:  # for tests only: training as it would be with the memory cut between segments
                 M, z = M.detach(), z.detach()
             lm_sum, lm_cnt = lm_sum + ce.sum(), lm_cnt + count.sum()
-        x, _, _ = _frozen(model, n, batch.final, M_lo, z_lo, N, write=False)
-        args = (model, n, x, batch.labels, M, z, N)
+        # final rows: each sample's final segment, then its further questions (batch.owner: whose memory)
+        Mf, zf, Mf_lo, zf_lo = M, z, M_lo, z_lo
+        if batch.owner is not None:
+            Mf, zf, Mf_lo, zf_lo = (t[:, batch.owner] for t in (M, z, M_lo, z_lo))
+        x, _, _ = _frozen(model, n, batch.final, Mf_lo, zf_lo, N, write=False)
+        args = (model, n, x, batch.labels, Mf, zf, N)
         ce, count, wrong = checkpoint(_final, *args, use_reentrant=False) if ckpt else _final(*args)
-        qa = torch.tensor([k != "lm" for k in batch.kinds], device=ce.device, dtype=ce.dtype)
+        qa = torch.tensor([k != "lm" for k in batch.row_kinds], device=ce.device, dtype=ce.dtype)
         ans_sum, ans_cnt = (ce * qa).sum(), (count * qa).sum()
         lm_sum, lm_cnt = lm_sum + (ce * (1 - qa)).sum(), lm_cnt + (count * (1 - qa)).sum()
         loss = M.new_zeros(())
