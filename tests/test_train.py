@@ -196,8 +196,8 @@ def test_qa1_samples_can_also_ask_where_the_storys_other_people_are(tok, corpus)
     rng = random.Random(1)
     seen = set()
     for _ in range(8):
-        assert one.sample(rng, 2, "babi").more == []
-        s = many.sample(rng, 2, "babi")
+        assert one.sample(rng, 4, "babi").more == []
+        s = many.sample(rng, 4, "babi")  # room for all four facts (tiny tokenizer: long token strings)
         where = {"Where is Mary?": {"John": "hallway"}}.get(
             s.question, {"Mary": "bathroom", "John": "hallway", "Sandra": "garden"}
         )

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -596,17 +596,16 @@ class SampleFactory:
         doc = self._document(rng, n, list(q.facts), local, filler=False)
         if doc is None:
             return None
-        form = (
-            self.cfg.babi_form > 0 and rng.random() < self.cfg.babi_form
-        )  # no draw at 0: old recipes replay
-        ask = question_text if form else (lambda x: x)
+        # no draw at babi_form 0: old recipes replay the same samples
+        form = self.cfg.babi_form > 0 and rng.random() < self.cfg.babi_form
+        ask: Callable[[str], str] = question_text if form else str.strip
         sample = self._qa_sample("babi", doc, ask(q.question), q.answer, q.facts)
         if self.cfg.babi_questions > 1:  # no draw at 1: old recipes replay
             sample.more = self._more_whereabouts(rng, sample, q, ask)
         return sample
 
     def _more_whereabouts(
-        self, rng: random.Random, sample: Sample, q: BabiQuestion, ask
+        self, rng: random.Random, sample: Sample, q: BabiQuestion, ask: Callable[[str], str]
     ) -> list[tuple[list[int], list[int]]]:
         """(final, labels) for up to babi_questions - 1 other people of a QA1 story: "Where is X?" after the
         same document, answered with X's last room (none for other tasks)."""
@@ -623,9 +622,9 @@ class SampleFactory:
         tail = head[: len(head) - len(prompt)]  # prefix + the document's tail
         more = []
         for p in others[: self.cfg.babi_questions - 1]:
-            prompt = self.prompt_ids(ask(f"Where is {p}?"))
+            asks = self.prompt_ids(ask(f"Where is {p}?"))
             ans = self.answer_ids(where[p])
-            more.append((tail + prompt + ans[:-1], [IGNORE] * (len(tail) + len(prompt) - 1) + ans))
+            more.append((tail + asks + ans[:-1], [IGNORE] * (len(tail) + len(asks) - 1) + ans))
         return more
 
     def lm(self, rng: random.Random, n: int) -> Sample | None:
