@@ -8,6 +8,7 @@ The corpus holds only bAbI's train files, so one story in five (by its position 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 HELD_OUT_EVERY = 5
@@ -20,6 +21,28 @@ QUESTION_FORM = "Question: {question}\nAnswer with one word."
 def held_out(story: int) -> bool:
     """True for the stories (0-based index in their file) reserved for the benchmark."""
     return story % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+
+
+# a QA1 fact: "Mary moved to the bathroom.", "Daniel went back to the hallway."
+_QA1_MOVE = re.compile(r"^([A-Z][a-z]+) (?:moved|went|went back|journeyed|travelled) to the ([a-z]+)\.$")
+
+
+def qa1_move(fact: str) -> tuple[str, str] | None:
+    """(person, room) of a QA1 fact sentence; None for any other sentence."""
+    m = _QA1_MOVE.match(fact.strip())
+    return (m.group(1), m.group(2)) if m else None
+
+
+def whereabouts(facts: Sequence[str]) -> dict[str, str] | None:
+    """Where each person of a QA1 story is after its facts (person → room, in order of first mention);
+    None when a fact is not a QA1 move (another task)."""
+    where: dict[str, str] = {}
+    for f in facts:
+        move = qa1_move(f)
+        if move is None:
+            return None
+        where[move[0]] = move[1]
+    return where
 
 
 def question_text(question: str) -> str:

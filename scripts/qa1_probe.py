@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 
 import torch
 
 from infinicli import memory as mem
-from infinicli.babi import question_text
+from infinicli.babi import qa1_move
 from infinicli.bench import babilong as B
-from infinicli.bench.common import corpus_dir, document_tokens, parse_length, read_text
+from infinicli.bench.common import corpus_dir, parse_length, read_text
 from infinicli.session import Options, Session
 
-_MOVE = re.compile(r"^([A-Z][a-z]+) .* to the ([a-z]+)\.$")
 KINDS = ("last move", "earlier moves", "others' moves")
 
 
@@ -68,11 +65,7 @@ def main() -> None:
 
     per: dict[str, list[torch.Tensor]] = {"right": [], "wrong": [], "all": []}
     for i, smp in enumerate(chosen):
-        q = question_text(smp.question)
-        extra = len(eng.question_tokens(q))
-        rng = random.Random(f"babilong-{a.seed}-qa1-{length}-{i}")
-        text = B.build_haystack(eng, sentences, smp.facts, length, extra, rng)
-        toks = document_tokens(eng, text, B.DOC_NAME)
+        q, toks, _ = B.sample_document(eng, sentences, smp, "qa1", length, a.seed, i)
         person = smp.question.removeprefix("Where is ").removesuffix("?")
         inputs.clear()
         with torch.inference_mode():
@@ -92,9 +85,8 @@ def main() -> None:
                 h.remove()
         # token spans of the facts that went into memory, by kind
         kind_of = torch.full((T_mem,), -1)
-        last_of_person = max(
-            j for j, f in enumerate(smp.facts) if _MOVE.match(f) and _MOVE.match(f)[1] == person
-        )
+        who = [(mv or ("", ""))[0] for mv in map(qa1_move, smp.facts)]  # whose move each fact is
+        last_of_person = max(j for j, w in enumerate(who) if w == person)
         pos = 0
         for j, f in enumerate(smp.facts):
             ids = eng.tok.encode(" " + f)
@@ -104,8 +96,7 @@ def main() -> None:
             if at is None or at + len(ids) > T_mem:
                 continue  # not found as its own tokens, or in the final segment (read locally)
             pos = at + len(ids)
-            mv = _MOVE.match(f)
-            k = 0 if j == last_of_person else (1 if mv and mv[1] == person else 2)
+            k = 0 if j == last_of_person else (1 if who[j] == person else 2)
             kind_of[at : at + len(ids)] = k
         frac = torch.tensor([(kind_of == k).float().mean().item() for k in range(3)])
         rel = torch.full((L, H, 3), float("nan"))  # per layer and query head

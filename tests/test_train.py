@@ -180,7 +180,7 @@ def test_babi_samples_can_hide_the_whole_story_and_ask_in_the_benchmarks_form(to
 def test_qa1_samples_can_also_ask_where_the_storys_other_people_are(tok, corpus):
     """data.babi_questions > 1: further final segments after the same document, one per other person of the
     story, each answered with that person's last room; the default asks only the story's own question."""
-    from infinicli.train.data import whereabouts
+    from infinicli.babi import whereabouts
 
     assert whereabouts(
         ["Mary moved to the bathroom.", "John went to the hallway.", "Mary went back to the office."]

@@ -131,6 +131,18 @@ def benchmark_samples(task: str, n: int, seed: int, path: Path | None = None) ->
     return pick_samples([s for s in parse_babi(text) if held_out(s.story)], n, seed, task)
 
 
+def sample_document(
+    engine: Any, sentences: list[str], smp: BabiSample, task: str, length: int, seed: int, index: int
+) -> tuple[str, list[int], int]:
+    """The benchmark's input for question `index` of (task, length, seed): (the question as asked, the
+    document's tokens, the question's token count)."""
+    q = question_text(smp.question)
+    extra = len(engine.question_tokens(q))
+    rng = random.Random(f"babilong-{seed}-{task}-{length}-{index}")
+    text = build_haystack(engine, sentences, smp.facts, length, extra, rng)
+    return q, document_tokens(engine, text, DOC_NAME), extra
+
+
 def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
     """Run the benchmark; returns the JSON-ready result (per-sample results, table, settings, machine)."""
     log = log or (lambda msg: None)
@@ -151,11 +163,7 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
             with timer(f"{task}/{label}"):
                 for i, smp in enumerate(chosen):
                     t0 = time.perf_counter()
-                    q = question_text(smp.question)
-                    extra = len(engine.question_tokens(q))
-                    rng = random.Random(f"babilong-{settings.seed}-{task}-{length}-{i}")
-                    text = build_haystack(engine, sentences, smp.facts, length, extra, rng)
-                    toks = document_tokens(engine, text, DOC_NAME)
+                    q, toks, extra = sample_document(engine, sentences, smp, task, length, settings.seed, i)
                     state = read_tokens(engine, toks)
                     state.complete = True
                     out, _ = answer(

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from infinicli.babi import held_out, question_text
+from infinicli.babi import held_out, question_text, whereabouts
 from infinicli.babi import parse_babi as parse_babi_file
 from infinicli.engine import chat_frame, file_marker
 from infinicli.tokenizer import Tokenizer
@@ -216,22 +216,6 @@ def parse_babi(text: str, context: str = "support") -> list[BabiQuestion]:
     return out
 
 
-# a QA1 fact: "Mary moved to the bathroom.", "Daniel went back to the hallway."
-_QA1_FACT = re.compile(r"^([A-Z][a-z]+) (?:moved|went|went back|journeyed|travelled) to the ([a-z]+)\.$")
-
-
-def whereabouts(facts: Sequence[str]) -> dict[str, str] | None:
-    """Where each person of a QA1 story is after its facts (person → room, in order of first mention);
-    None when a fact is not a QA1 move (another task)."""
-    where: dict[str, str] = {}
-    for f in facts:
-        m = _QA1_FACT.match(f.strip())
-        if m is None:
-            return None
-        where[m.group(1)] = m.group(2)
-    return where
-
-
 @dataclass
 class Sample:
     """One training sample in the product's layout.
@@ -272,11 +256,11 @@ class Batch:
     labels: torch.Tensor  # [R, T] long, IGNORE on padding
     tokens: int
     owner: torch.Tensor | None = None  # [R] long: the sample whose memory each final row reads (None: R = B)
-    final_kinds: list[str] | None = None  # kind of each final row (None: `kinds`)
 
     @property
     def row_kinds(self) -> list[str]:
-        return self.kinds if self.final_kinds is None else self.final_kinds
+        """The kind of each final row (its sample's)."""
+        return self.kinds if self.owner is None else [self.kinds[i] for i in self.owner.tolist()]
 
     def to(self, device: torch.device) -> Batch:
         sl = None if self.segment_labels is None else self.segment_labels.to(device)
@@ -288,7 +272,6 @@ class Batch:
             self.labels.to(device),
             self.tokens,
             None if self.owner is None else self.owner.to(device),
-            self.final_kinds,
         )
 
 
@@ -298,9 +281,9 @@ def collate(samples: Sequence[Sample], pad_id: int = 0) -> Batch:
     n = {len(s.segments) for s in samples}
     if len(n) != 1:
         raise ValueError(f"samples of one batch need the same number of segments, got {sorted(n)}")
-    rows = [(i, s.kind, s.final, s.labels) for i, s in enumerate(samples)]
-    rows += [(i, s.kind, f, lab) for i, s in enumerate(samples) for f, lab in s.more]
-    B, T = len(samples), max(len(f) for _, _, f, _ in rows)
+    rows = [(i, s.final, s.labels) for i, s in enumerate(samples)]
+    rows += [(i, f, lab) for i, s in enumerate(samples) for f, lab in s.more]
+    B, T = len(samples), max(len(f) for _, f, _ in rows)
     nseg = n.pop()
     S = len(samples[0].segments[0]) if nseg else 0
     segs = torch.tensor([s.segments for s in samples], dtype=torch.long).view(B, nseg, S)
@@ -312,15 +295,12 @@ def collate(samples: Sequence[Sample], pad_id: int = 0) -> Batch:
                 seg_labels[i] = torch.tensor(s.segment_labels, dtype=torch.long).view(nseg, S)
     final = torch.full((len(rows), T), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), T), IGNORE, dtype=torch.long)
-    for r, (_, _, f, lab) in enumerate(rows):
+    for r, (_, f, lab) in enumerate(rows):
         final[r, : len(f)] = torch.tensor(f, dtype=torch.long)
         labels[r, : len(lab)] = torch.tensor(lab, dtype=torch.long)
-    owner, final_kinds = None, None
-    if len(rows) > B:
-        owner = torch.tensor([i for i, _, _, _ in rows], dtype=torch.long)
-        final_kinds = [k for _, k, _, _ in rows]
+    owner = torch.tensor([i for i, _, _ in rows], dtype=torch.long) if len(rows) > B else None
     kinds = [s.kind for s in samples]
-    return Batch(kinds, segs, seg_labels, final, labels, sum(s.tokens for s in samples), owner, final_kinds)
+    return Batch(kinds, segs, seg_labels, final, labels, sum(s.tokens for s in samples), owner)
 
 
 def layout(
@@ -598,34 +578,21 @@ class SampleFactory:
             return None
         # no draw at babi_form 0: old recipes replay the same samples
         form = self.cfg.babi_form > 0 and rng.random() < self.cfg.babi_form
-        ask: Callable[[str], str] = question_text if form else str.strip
+        ask: Callable[[str], str] = question_text if form else (lambda text: text)
         sample = self._qa_sample("babi", doc, ask(q.question), q.answer, q.facts)
-        if self.cfg.babi_questions > 1:  # no draw at 1: old recipes replay
-            sample.more = self._more_whereabouts(rng, sample, q, ask)
+        where = (
+            whereabouts(q.facts) if self.cfg.babi_questions > 1 else None
+        )  # no draw at 1: old recipes replay
+        if where:
+            # the story's other people, each asked after the same document (the same memory): their last room
+            asked = q.question.removeprefix("Where is ").removesuffix("?")
+            others = [p for p in where if p != asked]
+            rng.shuffle(others)
+            for p in others[: self.cfg.babi_questions - 1]:
+                other = self._qa_sample("babi", doc, ask(f"Where is {p}?"), where[p], q.facts)
+                if other.segments == sample.segments:  # else an over-long question moved the segment cuts
+                    sample.more.append((other.final, other.labels))
         return sample
-
-    def _more_whereabouts(
-        self, rng: random.Random, sample: Sample, q: BabiQuestion, ask: Callable[[str], str]
-    ) -> list[tuple[list[int], list[int]]]:
-        """(final, labels) for up to babi_questions - 1 other people of a QA1 story: "Where is X?" after the
-        same document, answered with X's last room (none for other tasks)."""
-        where = whereabouts(q.facts)
-        if where is None:
-            return []
-        asked = q.question.removeprefix("Where is ").removesuffix("?")
-        others = [p for p in where if p != asked]
-        rng.shuffle(others)
-        head = sample.final[: len(sample.final) - len(self.answer_ids(sample.answer)) + 1]  # + the question
-        prompt = self.prompt_ids(sample.question)
-        if head[len(head) - len(prompt) :] != prompt:  # an over-long question (layout wrote part of it)
-            return []
-        tail = head[: len(head) - len(prompt)]  # prefix + the document's tail
-        more = []
-        for p in others[: self.cfg.babi_questions - 1]:
-            asks = self.prompt_ids(ask(f"Where is {p}?"))
-            ans = self.answer_ids(where[p])
-            more.append((tail + asks + ans[:-1], [IGNORE] * (len(tail) + len(asks) - 1) + ans))
-        return more
 
     def lm(self, rng: random.Random, n: int) -> Sample | None:
         """Book text with next-token loss on every segment and on the tail of the final segment."""
