@@ -238,9 +238,11 @@ def test_further_questions_read_their_own_samples_memory(trained_parts, tok, cor
     assert batch.owner.tolist() == [0, 1] + [i for i, s in enumerate(samples) for _ in s.more]
     singles = []
     for s in samples:
-        for final, labels in [(s.final, s.labels), *s.more]:
+        for (final, labels), spans in zip(
+            [(s.final, s.labels), *s.more], [s.spans, *s.more_spans], strict=True
+        ):
             one = copy.copy(s)
-            one.final, one.labels, one.more = final, labels, []
+            one.final, one.labels, one.more, one.spans, one.more_spans = final, labels, [], spans, []
             singles.append(one)
     with torch.no_grad():
         _, together = objective(batch)
@@ -248,6 +250,129 @@ def test_further_questions_read_their_own_samples_memory(trained_parts, tok, cor
     for key in ("ans_sum", "ans_cnt", "tok_right", "qa"):
         torch.testing.assert_close(together[key], sum(a[key] for a in apart), rtol=1e-5, atol=1e-5)
     assert together["samples"] == 2 and together["qa"] == len(singles)
+
+
+def test_samples_name_the_memory_tokens_of_the_sentences_that_answer_them(tok, corpus):
+    """Sample.spans: a pass key's asked needle; a QA1 question's moves of the asked person (and each further
+    question's person); the batch's support mask is 1 exactly there, per final row."""
+    sets = [f"data.corpus={corpus}", 'data.books=["books/miller.txt"]', "data.babi_tasks=[1]"]
+    sets += ["data.babi_context=story", "data.babi_questions=4", "data.local=0", "data.second_needle=1"]
+    f = SampleFactory.from_corpus(tok, S, load_config(None, sets).data)
+    rng = random.Random(2)
+
+    def said(s, spans) -> str:
+        stream = [t for seg in s.segments for t in seg]
+        return " | ".join(tok.decode(stream[a:b]).strip() for a, b in spans)
+
+    for _ in range(3):
+        s = f.sample(rng, 3, "passkey")
+        assert len(s.inserts) == 2 and len(s.spans) == 1  # two needles, one asked
+        asked = said(s, s.spans)
+        assert asked in s.inserts and s.answer in asked
+    moves = {
+        "Mary": "Mary moved to the bathroom.",
+        "John": "John went to the hallway.",
+        "Daniel": "Daniel went back to the hallway.",
+        "Sandra": "Sandra moved to the garden.",
+    }
+    people = set()
+    for _ in range(30):
+        if people == set(moves):
+            break
+        s = f.sample(rng, 4, "babi")  # room for all four facts (tiny tokenizer: long token strings)
+        questions = [s.question] + [tok.decode(final).rsplit("Where is ", 1)[1] for final, _ in s.more]
+        assert len(s.more_spans) == len(s.more)
+        for q, spans in zip(questions, [s.spans, *s.more_spans], strict=True):
+            person = next(p for p in moves if f"Where is {p}?" in "Where is " + q or f"{p}?" in q)
+            assert said(s, spans) == moves[person]  # one move each in this tiny corpus
+            people.add(person)
+        b = collate([s])
+        assert b.support.shape == (1 + len(s.more), 4, S)
+        for r, spans in enumerate([s.spans, *s.more_spans]):
+            assert b.support[r].sum() == sum(e - a for a, e in spans)
+    assert people == set(moves)
+    assert collate([f.sample(rng, 2, "lm")]).support is None
+
+
+def test_the_read_loss_is_the_share_of_the_memory_read_on_the_answering_sentence(trained_parts, factory):
+    """loss.read adds −log(mean over heads of σ(q)·Σ_support σ(k_t) / σ(q)·z) at the answer position: equal
+    to that share measured by running the model segment by segment (as scripts/qa1_probe.py does), the
+    same with and without activation checkpointing, and its gradient reaches the read layer's key and query
+    LoRA and the layers below it."""
+    import dataclasses
+
+    from infinicli import memory as mem
+    from infinicli.train.loop import Objective, read_loss
+
+    cfg, model, _ = trained_parts
+    layer = 1
+    read_cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, read=1.0, read_layers=[layer]))
+    objective = Objective(model, read_cfg)
+    sample = factory.sample(random.Random(9), 3, "passkey")
+    assert sample.spans
+    batch = collate([sample])
+    with torch.no_grad():
+        loss, stats = objective(batch, grad_checkpoint=False)
+        plain, _ = Objective(model, cfg)(batch, grad_checkpoint=False)
+    assert stats["read_n"] == 1
+    torch.testing.assert_close(loss - plain, stats["read_sum"], rtol=1e-5, atol=1e-6)
+
+    # the share, measured directly: every memory key of the layer, the query at the answer position
+    att = model.model.layers[layer].self_attn
+    seen = []
+    hook = att.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    with torch.no_grad():
+        memory = model.empty_memory(1)
+        for seg in sample.segments:
+            _, memory = model.forward_segment(torch.tensor([seg]), memory, logits=None)
+        keys = torch.cat([mem.sigma(att._mem_keys(x, att.k_proj(x)).float()) for x in seen], dim=2)
+        seen.clear()
+        model.forward_segment(torch.tensor([sample.final]), memory, write=False)
+        pos = next(i for i, y in enumerate(sample.labels) if y != IGNORE)
+        xq = seen[0][:, pos : pos + 1]
+        sq = mem.sigma(att._mem_queries(xq, att.q_proj(xq)).float())[0, :, 0]  # [H, d]
+    hook.remove()
+    G = sq.shape[0] // keys.shape[1]
+    w = torch.einsum("hd,htd->ht", sq, keys[0].repeat_interleave(G, 0))  # [H, T_mem]
+    z = memory.z[layer, 0].repeat_interleave(G, 0)
+    on = torch.zeros(w.shape[1], dtype=torch.bool)
+    for a, b in sample.spans:
+        on[a:b] = True
+    share = w[:, on].sum(-1) / ((sq * z).sum(-1) + 1e-6)
+    assert 0 < share.mean() < 1
+    torch.testing.assert_close(stats["read_sum"], -share.mean().log(), rtol=1e-4, atol=1e-5)
+
+    # with and without checkpointing; the gradient of the read loss alone
+    read_only = dataclasses.replace(read_cfg, loss=dataclasses.replace(read_cfg.loss, answer=0.0, lm=0.0))
+    l1, g1 = _grads(model, Objective(model, read_only), batch, grad_checkpoint=True)
+    l2, g2 = _grads(model, Objective(model, read_only), batch, grad_checkpoint=False)
+    torch.testing.assert_close(l1, l2, rtol=1e-6, atol=1e-6)
+    for k in g2:
+        torch.testing.assert_close(g1[k], g2[k], rtol=1e-5, atol=1e-7)
+    for name in (
+        f"model.layers.{layer}.self_attn.k_proj.lora_B",
+        f"model.layers.{layer}.self_attn.q_proj.lora_B",
+    ):
+        assert g2[name].abs().sum() > 0
+    assert g2["model.layers.0.self_attn.v_proj.lora_B"].abs().sum() > 0  # through the read layer's input
+    assert (
+        f"model.layers.{layer}.self_attn.o_proj.lora_B" not in g2
+        or g2[f"model.layers.{layer}.self_attn.o_proj.lora_B"].abs().sum() == 0
+    )  # the share does not depend on what the layer outputs
+
+    # read_loss on hand-made tensors: a head that reads only the support has share 1, loss 0
+    sq = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])  # [1 layer, 1 row, 2 heads, d 2]
+    zt = torch.tensor([[[[2.0, 0.0]]]])  # support keys only along the first axis, one KV head
+    z = torch.tensor([[[[2.0, 2.0]]]])
+    total, n = read_loss(sq, zt, z)
+    torch.testing.assert_close(total, -torch.tensor(0.5).log(), rtol=1e-5, atol=1e-5)  # shares 1 and 0
+    assert n == 1 and read_loss(sq, torch.zeros_like(zt), z)[1] == 0  # a row without support: no loss
+    with pytest.raises(ConfigError, match="read_layers"):
+        Objective(
+            model, dataclasses.replace(read_cfg, loss=dataclasses.replace(read_cfg.loss, read_layers=[7]))
+        )
+    with pytest.raises(ConfigError, match="loss.read"):
+        load_config(None, ["loss.read=-1"])
 
 
 def test_held_out_babi_stories_never_reach_training():

@@ -23,7 +23,9 @@ def _line(p) -> str:
 
     return (
         f"step {p.step}/{p.steps} loss {p.loss:.3f} ans {f(p.answer_loss, '.3f')} lm {f(p.lm_loss, '.3f')} "
-        f"kl {f(p.kl, '.4f')} acc {f(p.acc, '.2f')} acc50 {f(p.acc_avg, '.2f')} "
+        f"kl {f(p.kl, '.4f')} "
+        + (f"read {p.read:.3f} " if p.read is not None else "")
+        + f"acc {f(p.acc, '.2f')} acc50 {f(p.acc_avg, '.2f')} "
         f"tokacc {f(p.token_acc, '.2f')} "
         f"seg {p.segments:.1f} gate {p.gate:.3f} gnorm {p.grad_norm:.2f} lr {p.lr:.2e} "
         f"{p.tokens_per_s:,.0f} tok/s {p.elapsed_s:,.0f} s"

@@ -137,6 +137,12 @@ class LossSection:
     # with the memory the sample of the same forward left (text unrelated to the chat input), so the term
     # teaches that a memory holding nothing relevant must not change the answers to what is read locally
     distill_memory: bool = False
+    # > 0: a read loss at the answer position, this weight times −log of the share of the memory read
+    # (eq. 3's weights σ(q)·σ(k_t) / σ(q)·z, mean over query heads) that falls on the sentences which answer
+    # the question (a pass key's needle; a QA1 question's moves of the asked person), in each layer of
+    # read_layers: it teaches keys to say what a sentence is about and queries to ask for it
+    read: float = 0.0
+    read_layers: list[int] = field(default_factory=lambda: [23])
 
 
 @dataclass
@@ -226,6 +232,11 @@ class TrainConfig:
         for b in d.books:
             if Path(b).name in HELD_OUT_BOOKS:
                 raise ConfigError(f"data.books: {b} is held out for the perplexity benchmark")
+        lo = self.loss
+        if lo.read < 0 or (lo.read > 0 and not lo.read_layers):
+            raise ConfigError("loss.read must be >= 0, and > 0 needs loss.read_layers")
+        if lo.read > 0 and any(not (m.train_from_layer <= i) for i in lo.read_layers):
+            raise ConfigError("loss.read_layers must be trained layers (>= model.train_from_layer)")
         if self.run.steps < 0:
             raise ConfigError("run.steps must be >= 0")
         if self.run.time_budget_s < 0 or not (0.0 <= c.ramp_fraction <= 1.0):

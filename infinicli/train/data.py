@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from infinicli.babi import held_out, question_text, whereabouts
+from infinicli.babi import held_out, qa1_move, question_text, whereabouts
 from infinicli.babi import parse_babi as parse_babi_file
 from infinicli.engine import chat_frame, file_marker
 from infinicli.tokenizer import Tokenizer
@@ -225,7 +225,10 @@ class Sample:
     final: the final segment's input (prefix + tail + question + suffix, then the answer tokens);
     labels: aligned with final, the token each position must predict (the answer and <|im_end|>), else IGNORE;
     inserts: the needles / facts hidden in the document text (in memory unless the sample is local);
-    more: further (final, labels) pairs that read the same memory (other questions about the same document).
+    more: further (final, labels) pairs that read the same memory (other questions about the same document);
+    spans: the [start, end) token positions, in the written stream (segment j holds j·S..(j+1)·S), of the
+    sentences in memory that answer the question (the asked needle; a QA1 question's moves of the asked
+    person), empty when none is known; more_spans: the same for each `more` question.
     """
 
     kind: str
@@ -239,6 +242,8 @@ class Sample:
     answer: str = ""
     inserts: list[str] = field(default_factory=list)
     more: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    more_spans: list[list[tuple[int, int]]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -256,6 +261,9 @@ class Batch:
     labels: torch.Tensor  # [R, T] long, IGNORE on padding
     tokens: int
     owner: torch.Tensor | None = None  # [R] long: the sample whose memory each final row reads (None: R = B)
+    # [R, n, S] float: 1 on the memory tokens of the sentences that answer each final row's question (Sample.
+    # spans); None when no row has any
+    support: torch.Tensor | None = None
 
     @property
     def row_kinds(self) -> list[str]:
@@ -272,6 +280,7 @@ class Batch:
             self.labels.to(device),
             self.tokens,
             None if self.owner is None else self.owner.to(device),
+            None if self.support is None else self.support.to(device),
         )
 
 
@@ -299,8 +308,19 @@ def collate(samples: Sequence[Sample], pad_id: int = 0) -> Batch:
         final[r, : len(f)] = torch.tensor(f, dtype=torch.long)
         labels[r, : len(lab)] = torch.tensor(lab, dtype=torch.long)
     owner = torch.tensor([i for i, _, _ in rows], dtype=torch.long) if len(rows) > B else None
+    row_spans = [s.spans for s in samples]
+    if any(s.more_spans and len(s.more_spans) != len(s.more) for s in samples):
+        raise ValueError("a sample's more_spans must be empty or give the spans of each `more` question")
+    row_spans += [sp for s in samples for sp in (s.more_spans or [[] for _ in s.more])]
+    support = None
+    if any(row_spans):
+        support = torch.zeros(len(rows), nseg * S)
+        for r, spans in enumerate(row_spans):
+            for a, b in spans:
+                support[r, a:b] = 1.0
+        support = support.view(len(rows), nseg, S)
     kinds = [s.kind for s in samples]
-    return Batch(kinds, segs, seg_labels, final, labels, sum(s.tokens for s in samples), owner)
+    return Batch(kinds, segs, seg_labels, final, labels, sum(s.tokens for s in samples), owner, support)
 
 
 def layout(
@@ -494,6 +514,27 @@ class SampleFactory:
                 return None
         return name, text, ids[:cut]
 
+    def _insert_spans(
+        self, doc: tuple[str, str, list[int]], inserts: list[str]
+    ) -> list[tuple[int, int] | None]:
+        """The [start, end) token positions of each insert (found in order, as `_document` placed them) in the
+        written stream prefix + document; None for one not wholly in the written segments."""
+        name, text, doc_ids = doc
+        marker, P = file_marker(name), len(self.prefix_ids)
+        written = (P + len(doc_ids)) // self.S * self.S
+        out: list[tuple[int, int] | None] = []
+        pos = 0
+        for s in inserts:
+            start = text.find(" " + s, pos)
+            if start < 0:
+                out.append(None)
+                continue
+            pos = start + 1 + len(s)
+            a = P + len(self.tok.encode(marker + text[:start]))
+            b = P + len(self.tok.encode(marker + text[:pos]))
+            out.append((a, b) if b <= written else None)
+        return out
+
     def _qa_sample(
         self, kind: str, doc: tuple[str, str, list[int]], question: str, answer: str, inserts: list[str]
     ) -> Sample:
@@ -534,7 +575,9 @@ class SampleFactory:
         doc = self._needle_document(rng, n, inserts)
         if doc is None:
             return None
-        return self._qa_sample("recall", doc, rng.choice(questions), answer.format(s=seq), inserts)
+        sample = self._qa_sample("recall", doc, rng.choice(questions), answer.format(s=seq), inserts)
+        sample.spans = [sp for sp in self._insert_spans(doc, inserts) if sp is not None]
+        return sample
 
     def _needle_document(
         self, rng: random.Random, n: int, inserts: list[str]
@@ -559,7 +602,10 @@ class SampleFactory:
         doc = self._needle_document(rng, n, inserts)
         if doc is None:
             return None
-        return self._qa_sample("passkey", doc, question, answer, inserts)
+        sample = self._qa_sample("passkey", doc, question, answer, inserts)
+        asked = self._insert_spans(doc, inserts)[inserts.index(needle)]
+        sample.spans = [asked] if asked is not None else []
+        return sample
 
     def babi_sample(self, rng: random.Random, n: int) -> Sample | None:
         """bAbI facts scattered through book text (BABILong); question at the end, one-word answer."""
@@ -580,6 +626,17 @@ class SampleFactory:
         form = self.cfg.babi_form > 0 and rng.random() < self.cfg.babi_form
         ask: Callable[[str], str] = question_text if form else (lambda text: text)
         sample = self._qa_sample("babi", doc, ask(q.question), q.answer, q.facts)
+        spans = self._insert_spans(doc, q.facts)
+        movers = [(qa1_move(f) or ("", ""))[0] for f in q.facts]  # whose move each fact is ("" for no move)
+
+        def moves_of(person: str) -> list[tuple[int, int]]:
+            # a QA1 question's answer is the asked person's last move; their earlier moves are read too (the
+            # delta rule overwrites them when their keys match): what the read must tell apart is the person
+            return [sp for sp, who in zip(spans, movers, strict=True) if who == person and sp is not None]
+
+        asked = q.question.removeprefix("Where is ").removesuffix("?")
+        if all(movers) and asked in movers:  # a QA1 story
+            sample.spans = moves_of(asked)
         where = (
             whereabouts(q.facts) if self.cfg.babi_questions > 1 else None
         )  # no draw at 1: old recipes replay
@@ -592,6 +649,7 @@ class SampleFactory:
                 other = self._qa_sample("babi", doc, ask(f"Where is {p}?"), where[p], q.facts)
                 if other.segments == sample.segments:  # else an over-long question moved the segment cuts
                     sample.more.append((other.final, other.labels))
+                    sample.more_spans.append(moves_of(p))
         return sample
 
     def lm(self, rng: random.Random, n: int) -> Sample | None:

@@ -10,6 +10,8 @@ Loss = answer · CE(answer tokens of the final segment)
      + lm · CE(next token, every segment and the tail of LM samples)
      + distill · KL(base ‖ model) on short chat turns (the model's memory empty, or with
        loss.distill_memory the memory its QA sample left: unrelated text must not change local answers),
+     + read · −log(share of the memory read at the answer position that falls on the sentences answering
+       the question, in each of loss.read_layers; `read_loss`), when the samples name those sentences,
 where "base" is the same network with its LoRA switched off (with empty memory the gates are idle, so that is
 exactly the original model; with full training of the projections, a frozen copy of the original).
 
@@ -37,7 +39,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from infinicli import memory as mem
 from infinicli.model import GATE_KEYS, InfiniLlama, LoRADelta, Memory, is_adapter_key, parse_sharpen
 from infinicli.train.config import CONFIG_NAME, ConfigError, OptimSection, TrainConfig
 from infinicli.train.data import IGNORE, Batch, DistillPool, SampleFactory, segments_for_step
@@ -78,6 +81,7 @@ class Progress:
     gate: float  # mean sigmoid(β): the share of attention output taken from memory
     grad_norm: float
     elapsed_s: float
+    read: float | None = None  # the read loss (loss.read) per row and read layer, when it is on
 
 
 # -- the objective ----------------------------------------------------------------------------------
@@ -99,6 +103,36 @@ def _ce(model: InfiniLlama, h: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     )
 
 
+@contextlib.contextmanager
+def _attention_inputs(model: InfiniLlama, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """While a forward runs: the input [B, T, C] of each `layers` attention (after the layer's norm)."""
+    got: dict[int, torch.Tensor] = {}
+
+    def keep(i: int) -> Callable:
+        return lambda mod, args: got.__setitem__(i, args[0])
+
+    hooks = [model.model.layers[i].self_attn.register_forward_pre_hook(keep(i)) for i in layers]
+    try:
+        yield got
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _support_keys(
+    model: InfiniLlama, got: dict[int, torch.Tensor], layers: Sequence[int], support: torch.Tensor, owner
+) -> torch.Tensor:
+    """Σ_t support[r, t]·σ(k_t) of this segment's memory keys in each read layer: the part of eq. 4's z that
+    the answering sentences add, [len(layers), R, Hkv, d] fp32. support [R, T]; owner [R] (None: R = B)."""
+    out = []
+    for i in layers:
+        att, x = model.model.layers[i].self_attn, got[i]
+        sk = mem.sigma(att._mem_keys(x, att.k_proj(x)).float())  # [B, Hkv, T, d], as _write makes them
+        sk = sk if owner is None else sk[owner]
+        out.append(torch.einsum("rhtd,rt->rhd", sk, support.float()))
+    return torch.stack(out)
+
+
 def _segment(
     model: InfiniLlama,
     index: int,
@@ -107,17 +141,23 @@ def _segment(
     M: torch.Tensor,
     z: torch.Tensor,
     start: int,
+    support: torch.Tensor | None = None,
+    owner: torch.Tensor | None = None,
+    layers: tuple[int, ...] = (),
 ) -> tuple[torch.Tensor, ...]:
     """Write segment `index` to the memory of layers start.. (memory tensors in and out, for checkpointing);
-    x [B, T, C]: the hidden states entering layer `start`. LM loss if labelled."""
+    x [B, T, C]: the hidden states entering layer `start`. LM loss if labelled. With a support mask [R, T]
+    (and read layers), also the answering sentences' share of z (`_support_keys`); else an empty tensor."""
     L = model.cfg.n_layers
-    if labels is None:
-        _, new = model.forward_layers(x, Memory(M, z, index), start, L, write=True, output=False)
-        zero = M.new_zeros(x.shape[0])
-        return zero, zero, new.M, new.z
-    h, new = model.forward_layers(x, Memory(M, z, index), start, L, write=True)
-    ce, count, _ = _ce(model, model.model.norm(h), labels)
-    return ce, count, new.M, new.z
+    with _attention_inputs(model, layers if support is not None else ()) as got:
+        if labels is None:
+            _, new = model.forward_layers(x, Memory(M, z, index), start, L, write=True, output=False)
+            ce = count = M.new_zeros(x.shape[0])
+        else:
+            h, new = model.forward_layers(x, Memory(M, z, index), start, L, write=True)
+            ce, count, _ = _ce(model, model.model.norm(h), labels)
+    zt = M.new_zeros(0) if support is None else _support_keys(model, got, layers, support, owner)
+    return ce, count, new.M, new.z, zt
 
 
 def _final(
@@ -128,11 +168,40 @@ def _final(
     M: torch.Tensor,
     z: torch.Tensor,
     start: int,
+    layers: tuple[int, ...] = (),
 ) -> tuple[torch.Tensor, ...]:
     """The final segment from layer `start` on: reads the memory of `index` segments (no write); loss on the
-    labelled positions."""
-    h, _ = model.forward_layers(x, Memory(M, z, index), start, model.cfg.n_layers, write=False)
-    return _ce(model, model.model.norm(h), labels)
+    labelled positions. With read layers, also σ(q) of the memory queries at each row's answer position (the
+    first labelled one), [len(layers), R, H, d] fp32 (else an empty tensor)."""
+    with _attention_inputs(model, layers) as got:
+        h, _ = model.forward_layers(x, Memory(M, z, index), start, model.cfg.n_layers, write=False)
+    ce, count, wrong = _ce(model, model.model.norm(h), labels)
+    sq = M.new_zeros(0)
+    if layers:
+        pos = (labels != IGNORE).float().argmax(-1)  # [R]
+        rows = torch.arange(labels.shape[0], device=labels.device)
+        qs = []
+        for i in layers:
+            att, xi = model.model.layers[i].self_attn, got[i][rows, pos][:, None]  # [R, 1, C]
+            qs.append(mem.sigma(att._mem_queries(xi, att.q_proj(xi))[:, :, 0].float()))  # [R, H, d]
+        sq = torch.stack(qs)
+    return ce, count, wrong, sq
+
+
+def read_loss(
+    sq: torch.Tensor, zt: torch.Tensor, z: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The read loss of `loss.read`: −log of the share σ(q)·z_support / σ(q)·z of the memory read (eq. 3's
+    weights summed over the answering sentences), averaged over query heads, per row and read layer.
+
+    sq [L', R, H, d] queries at the answer positions, zt [L', R, Hkv, d] the answering sentences' keys, z
+    [L', R, Hkv, d] the whole memory's. Returns (sum over rows with support and layers, their count)."""
+    G = sq.shape[2] // z.shape[2]
+    zt, z = zt.repeat_interleave(G, dim=2), z.repeat_interleave(G, dim=2)  # [L', R, H, d]
+    share = (sq * zt).sum(-1) / ((sq * z).sum(-1) + eps)  # [L', R, H]
+    nll = -torch.log(share.mean(-1).clamp(eps, 1.0))  # [L', R]
+    has = (zt.sum((-1, -2)) > 0).to(nll.dtype)
+    return (nll * has).sum(), has.sum()
 
 
 @torch.no_grad()
@@ -177,6 +246,9 @@ class Objective(nn.Module):
         self.model = model
         self._base = [base]  # frozen copy of the original (full training), kept out of the module tree
         self.cfg = cfg
+        if cfg.loss.read > 0 and not all(0 <= i < model.cfg.n_layers for i in cfg.loss.read_layers):
+            n_layers = model.cfg.n_layers
+            raise ConfigError(f"loss.read_layers = {cfg.loss.read_layers}: the model has {n_layers} layers")
 
     def forward(
         self,
@@ -192,21 +264,27 @@ class Objective(nn.Module):
         N = self.cfg.model.train_from_layer  # layers below N are frozen: they run without autograd
         M_lo, z_lo, M, z = memory.M[:N], memory.z[:N], memory.M[N:], memory.z[N:]
         lm_sum, lm_cnt = M.new_zeros(()), M.new_zeros(())
+        layers = tuple(w.read_layers) if w.read > 0 and batch.support is not None else ()
+        zt = None  # [len(layers), R, Hkv, d]: the answering sentences' part of z, per final row
         for j in range(n):
             labels = None if batch.segment_labels is None else batch.segment_labels[:, j]
             x, M_lo, z_lo = _frozen(model, j, batch.segments[:, j], M_lo, z_lo, N, write=True)
-            args = (model, j, x, labels, M, z, N)
-            ce, count, M, z = checkpoint(_segment, *args, use_reentrant=False) if ckpt else _segment(*args)
+            support = batch.support[:, j] if layers else None
+            args = (model, j, x, labels, M, z, N, support, batch.owner, layers)
+            out = checkpoint(_segment, *args, use_reentrant=False) if ckpt else _segment(*args)
+            ce, count, M, z, zt_j = out
             if detach_memory:  # for tests only: training as it would be with the memory cut between segments
                 M, z = M.detach(), z.detach()
             lm_sum, lm_cnt = lm_sum + ce.sum(), lm_cnt + count.sum()
+            if layers:
+                zt = zt_j if zt is None else zt + zt_j
         # final rows: each sample's final segment, then its further questions (batch.owner: whose memory)
         Mf, zf, Mf_lo, zf_lo = M, z, M_lo, z_lo
         if batch.owner is not None:
             Mf, zf, Mf_lo, zf_lo = (t[:, batch.owner] for t in (M, z, M_lo, z_lo))
         x, _, _ = _frozen(model, n, batch.final, Mf_lo, zf_lo, N, write=False)
-        args = (model, n, x, batch.labels, Mf, zf, N)
-        ce, count, wrong = checkpoint(_final, *args, use_reentrant=False) if ckpt else _final(*args)
+        args = (model, n, x, batch.labels, Mf, zf, N, layers if n > 0 else ())
+        ce, count, wrong, sq = checkpoint(_final, *args, use_reentrant=False) if ckpt else _final(*args)
         qa = torch.tensor([k != "lm" for k in batch.row_kinds], device=ce.device, dtype=ce.dtype)
         ans_sum, ans_cnt = (ce * qa).sum(), (count * qa).sum()
         lm_sum, lm_cnt = lm_sum + (ce * (1 - qa)).sum(), lm_cnt + (count * (1 - qa)).sum()
@@ -215,6 +293,12 @@ class Objective(nn.Module):
             loss = loss + w.answer * ans_sum / ans_cnt
         if lm_cnt > 0:
             loss = loss + w.lm * lm_sum / lm_cnt
+        read_sum, read_n = M.new_zeros(()), M.new_zeros(())
+        if layers and n > 0:
+            idx = torch.tensor([i - N for i in layers], device=zf.device)
+            read_sum, read_n = read_loss(sq, zt, zf[idx])
+            if read_n > 0:
+                loss = loss + w.read * read_sum / read_n
         stats = {
             "ans_sum": ans_sum.detach(),
             "ans_cnt": ans_cnt,
@@ -227,6 +311,8 @@ class Objective(nn.Module):
             "samples": M.new_tensor(float(B)),
             "kl_sum": M.new_zeros(()),
             "kl_n": M.new_zeros(()),
+            "read_sum": read_sum.detach(),
+            "read_n": read_n,
         }
         if distill is not None:
             mem = None
@@ -877,6 +963,7 @@ class Trainer:
             answer_loss=tot["ans_sum"] / tot["ans_cnt"] if tot["ans_cnt"] > 0 else None,
             lm_loss=tot["lm_sum"] / tot["lm_cnt"] if tot["lm_cnt"] > 0 else None,
             kl=tot["kl_sum"] / tot["kl_n"] if tot["kl_n"] > 0 else None,
+            read=tot["read_sum"] / tot["read_n"] if tot["read_n"] > 0 else None,
             acc=acc,
             acc_avg=sum(e for e, _ in self.acc_window) / win_qa if win_qa > 0 else None,
             token_acc=tot["tok_right"] / tot["ans_cnt"] if tot["ans_cnt"] > 0 else None,
