@@ -373,6 +373,33 @@ def test_the_read_loss_is_the_share_of_the_memory_read_on_the_answering_sentence
         )
     with pytest.raises(ConfigError, match="loss.read"):
         load_config(None, ["loss.read=-1"])
+    with pytest.raises(ConfigError, match="read_kinds"):
+        load_config(None, ["loss.read_kinds=['lm']"])
+
+
+def test_the_read_loss_supervises_only_the_sample_kinds_it_names(trained_parts, factory):
+    """loss.read_kinds: a pass-key sample adds no read loss when only bAbI questions are supervised, and in a
+    batch of both kinds the bAbI row's read loss is the one it has alone."""
+    import dataclasses
+
+    from infinicli.train.loop import Objective
+
+    cfg, model, _ = trained_parts
+
+    def objective(kinds: list[str]) -> Objective:
+        lo = dataclasses.replace(cfg.loss, read=1.0, read_layers=[1], read_kinds=kinds)
+        return Objective(model, dataclasses.replace(cfg, loss=lo))
+
+    rng = random.Random(5)
+    passkey, babi = factory.sample(rng, 3, "passkey"), factory.sample(rng, 3, "babi")
+    assert passkey.spans and babi.spans
+    with torch.no_grad():
+        _, both = objective(["passkey", "babi"])(collate([passkey, babi]), grad_checkpoint=False)
+        _, only = objective(["babi"])(collate([passkey, babi]), grad_checkpoint=False)
+        _, alone = objective(["babi"])(collate([babi]), grad_checkpoint=False)
+        _, none = objective(["babi"])(collate([passkey]), grad_checkpoint=False)
+    assert both["read_n"] == 2 and only["read_n"] == 1 and none["read_n"] == 0
+    torch.testing.assert_close(only["read_sum"], alone["read_sum"], rtol=1e-4, atol=1e-5)
 
 
 def test_held_out_babi_stories_never_reach_training():

@@ -26,6 +26,7 @@ else:  # Python 3.10
 DEFAULT_RECIPE = Path(__file__).with_name("default.toml")
 CONFIG_NAME = "config.toml"  # the recipe as run, in every run folder
 HELD_OUT_BOOKS = ("anna_karenina.txt",)  # the perplexity benchmark's text: never trained on
+READ_KINDS = ("passkey", "recall", "babi")  # the sample kinds that name their answering sentences (loss.read)
 
 
 class ConfigError(ValueError):
@@ -143,6 +144,8 @@ class LossSection:
     # read_layers: it teaches keys to say what a sentence is about and queries to ask for it
     read: float = 0.0
     read_layers: list[int] = field(default_factory=lambda: [23])
+    # the sample kinds whose questions the read loss supervises (of those that name answering sentences)
+    read_kinds: list[str] = field(default_factory=lambda: list(READ_KINDS))
 
 
 @dataclass
@@ -235,6 +238,8 @@ class TrainConfig:
         lo = self.loss
         if lo.read < 0 or (lo.read > 0 and not lo.read_layers):
             raise ConfigError("loss.read must be >= 0, and > 0 needs loss.read_layers")
+        if not set(lo.read_kinds) <= set(READ_KINDS):
+            raise ConfigError(f"loss.read_kinds must be among {', '.join(READ_KINDS)}")
         if lo.read > 0 and any(not (m.train_from_layer <= i) for i in lo.read_layers):
             raise ConfigError("loss.read_layers must be trained layers (>= model.train_from_layer)")
         if self.run.steps < 0:

@@ -264,12 +264,17 @@ class Objective(nn.Module):
         N = self.cfg.model.train_from_layer  # layers below N are frozen: they run without autograd
         M_lo, z_lo, M, z = memory.M[:N], memory.z[:N], memory.M[N:], memory.z[N:]
         lm_sum, lm_cnt = M.new_zeros(()), M.new_zeros(())
-        layers = tuple(w.read_layers) if w.read > 0 and batch.support is not None else ()
+        supported = batch.support
+        if w.read > 0 and supported is not None:  # only the rows of loss.read_kinds are supervised
+            keep = [k in w.read_kinds for k in batch.row_kinds]
+            mask = torch.tensor(keep, dtype=supported.dtype, device=supported.device)
+            supported = supported * mask[:, None, None]
+        layers = tuple(w.read_layers) if w.read > 0 and supported is not None and supported.any() else ()
         zt = None  # [len(layers), R, Hkv, d]: the answering sentences' part of z, per final row
         for j in range(n):
             labels = None if batch.segment_labels is None else batch.segment_labels[:, j]
             x, M_lo, z_lo = _frozen(model, j, batch.segments[:, j], M_lo, z_lo, N, write=True)
-            support = batch.support[:, j] if layers else None
+            support = supported[:, j] if layers else None
             args = (model, j, x, labels, M, z, N, support, batch.owner, layers)
             out = checkpoint(_segment, *args, use_reentrant=False) if ckpt else _segment(*args)
             ce, count, M, z, zt_j = out
