@@ -264,12 +264,12 @@ class Objective(nn.Module):
         N = self.cfg.model.train_from_layer  # layers below N are frozen: they run without autograd
         M_lo, z_lo, M, z = memory.M[:N], memory.z[:N], memory.M[N:], memory.z[N:]
         lm_sum, lm_cnt = M.new_zeros(()), M.new_zeros(())
-        supported = batch.support
-        if w.read > 0 and supported is not None:  # only the rows of loss.read_kinds are supervised
-            keep = [k in w.read_kinds for k in batch.row_kinds]
+        supported = batch.support if w.read > 0 else None  # [R, n, S]: the rows of loss.read_kinds only
+        keep = [k in w.read_kinds for k in batch.row_kinds]
+        if supported is not None and not all(keep):
             mask = torch.tensor(keep, dtype=supported.dtype, device=supported.device)
-            supported = supported * mask[:, None, None]
-        layers = tuple(w.read_layers) if w.read > 0 and supported is not None and supported.any() else ()
+            supported = supported * mask[:, None, None] if any(keep) else None
+        layers = tuple(w.read_layers) if supported is not None else ()
         zt = None  # [len(layers), R, Hkv, d]: the answering sentences' part of z, per final row
         for j in range(n):
             labels = None if batch.segment_labels is None else batch.segment_labels[:, j]
