@@ -367,6 +367,11 @@ def test_the_read_loss_is_the_share_of_the_memory_read_on_the_answering_sentence
     total, n = read_loss(sq, zt, z)
     torch.testing.assert_close(total, -torch.tensor(0.5).log(), rtol=1e-5, atol=1e-5)  # shares 1 and 0
     assert n == 1 and read_loss(sq, torch.zeros_like(zt), z)[1] == 0  # a row without support: no loss
+    best, _ = read_loss(sq, zt, z, heads="max")  # the head that reads only the support: share 1, loss 0
+    torch.testing.assert_close(best, torch.tensor(0.0), rtol=1e-5, atol=1e-5)
+    sq_g = sq.clone().requires_grad_()
+    read_loss(sq_g, zt, z * 2, heads="max")[0].backward()  # shares 0.5 and 0: only the first head learns
+    assert sq_g.grad[..., 0, :].abs().sum() > 0 and sq_g.grad[..., 1, :].abs().sum() == 0
     with pytest.raises(ConfigError, match="read_layers"):
         Objective(
             model, dataclasses.replace(read_cfg, loss=dataclasses.replace(read_cfg.loss, read_layers=[7]))
@@ -375,6 +380,8 @@ def test_the_read_loss_is_the_share_of_the_memory_read_on_the_answering_sentence
         load_config(None, ["loss.read=-1"])
     with pytest.raises(ConfigError, match="read_kinds"):
         load_config(None, ["loss.read_kinds=['lm']"])
+    with pytest.raises(ConfigError, match="read_heads"):
+        load_config(None, ["loss.read_heads='sum'"])
 
 
 def test_the_read_loss_supervises_only_the_sample_kinds_it_names(trained_parts, factory):

@@ -146,6 +146,9 @@ class LossSection:
     read_layers: list[int] = field(default_factory=lambda: [23])
     # the sample kinds whose questions the read loss supervises (of those that name answering sentences)
     read_kinds: list[str] = field(default_factory=lambda: list(READ_KINDS))
+    # how the query heads' shares combine: "mean" (every head pushed onto the answering sentences alike) or
+    # "max" (only the head that already reads them most: the others keep what they read)
+    read_heads: str = "mean"
 
 
 @dataclass
@@ -240,6 +243,8 @@ class TrainConfig:
             raise ConfigError("loss.read must be >= 0, and > 0 needs loss.read_layers")
         if not set(lo.read_kinds) <= set(READ_KINDS):
             raise ConfigError(f"loss.read_kinds must be among {', '.join(READ_KINDS)}")
+        if lo.read_heads not in ("mean", "max"):
+            raise ConfigError(f"loss.read_heads = {lo.read_heads!r}: must be 'mean' or 'max'")
         if lo.read > 0 and any(not (m.train_from_layer <= i) for i in lo.read_layers):
             raise ConfigError("loss.read_layers must be trained layers (>= model.train_from_layer)")
         if self.run.steps < 0:

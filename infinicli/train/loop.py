@@ -189,17 +189,19 @@ def _final(
 
 
 def read_loss(
-    sq: torch.Tensor, zt: torch.Tensor, z: torch.Tensor, eps: float = 1e-6
+    sq: torch.Tensor, zt: torch.Tensor, z: torch.Tensor, heads: str = "mean", eps: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The read loss of `loss.read`: −log of the share σ(q)·z_support / σ(q)·z of the memory read (eq. 3's
-    weights summed over the answering sentences), averaged over query heads, per row and read layer.
+    weights summed over the answering sentences), per row and read layer, of the query heads' mean share
+    (heads="mean") or of the largest (heads="max": the gradient reaches only the head that reads them most).
 
     sq [L', R, H, d] queries at the answer positions, zt [L', R, Hkv, d] the answering sentences' keys, z
     [L', R, Hkv, d] the whole memory's. Returns (sum over rows with support and layers, their count)."""
     G = sq.shape[2] // z.shape[2]
     zt, z = zt.repeat_interleave(G, dim=2), z.repeat_interleave(G, dim=2)  # [L', R, H, d]
     share = (sq * zt).sum(-1) / ((sq * z).sum(-1) + eps)  # [L', R, H]
-    nll = -torch.log(share.mean(-1).clamp(eps, 1.0))  # [L', R]
+    pooled = share.mean(-1) if heads == "mean" else share.amax(-1)  # [L', R]
+    nll = -torch.log(pooled.clamp(eps, 1.0))
     has = (zt.sum((-1, -2)) > 0).to(nll.dtype)
     return (nll * has).sum(), has.sum()
 
@@ -301,7 +303,7 @@ class Objective(nn.Module):
         read_sum, read_n = M.new_zeros(()), M.new_zeros(())
         if layers and n > 0:
             idx = torch.tensor([i - N for i in layers], device=zf.device)
-            read_sum, read_n = read_loss(sq, zt, zf[idx])
+            read_sum, read_n = read_loss(sq, zt, zf[idx], w.read_heads)
             if read_n > 0:
                 loss = loss + w.read * read_sum / read_n
         stats = {
