@@ -19,7 +19,8 @@ what a sharper read does at each length. `--average-with OTHER --weight W` ships
 W·SRC + (1−W)·OTHER of two adapters of one lineage (a checkpoint average, as in model soups): the LoRA updates
 are mixed exactly (the low-rank factors are stacked, so the rank is the sum of both ranks and the merged
 weights are W·B₁A₁ + (1−W)·B₂A₂), every other tensor (gates, sharpness) linearly; SRC's training metadata
-stays, `packaged` names OTHER and W.
+stays, `packaged` names OTHER and W. `--average-layers 23` mixes only those layers' tensors (the rest stay
+SRC's): with `--weight 0` the listed layers are OTHER's, a swap that tells what one layer's training did.
 """
 
 from __future__ import annotations
@@ -58,10 +59,15 @@ def sharpen(tensors: dict[str, torch.Tensor], icfg: dict, shape: str, spec: str)
 
 
 def average(
-    tensors: dict[str, torch.Tensor], icfg: dict, other: Path, weight: float
+    tensors: dict[str, torch.Tensor],
+    icfg: dict,
+    other: Path,
+    weight: float,
+    layers: set[int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """weight·tensors + (1 − weight)·other's, LoRA pairs exactly (rank r₁ + r₂ at the same scale α/r);
-    icfg (SRC's InfiniConfig) gets the summed rank. Both adapters need the same tensors and LoRA scale."""
+    icfg (SRC's InfiniConfig) gets the summed rank. Both adapters need the same tensors and LoRA scale.
+    With `layers`, only tensors of those layers ("model.layers.<i>.") are mixed; the others keep weight 1."""
     if not 0.0 <= weight <= 1.0:
         raise UsageError(f"--weight {weight}: use a number from 0 to 1")
     theirs, their_meta = read_adapter(other)
@@ -74,12 +80,13 @@ def average(
         raise UsageError(f"--average-with {other}: another LoRA scale (alpha / rank)")
     out: dict[str, torch.Tensor] = {}
     for k, mine in tensors.items():
+        w = weight if layers is None or int(k.split(".")[2]) in layers else 1.0
         if k.endswith(".lora_A"):  # [r, in]: both down-projections, stacked
             out[k] = torch.cat([mine, theirs[k]], dim=0)
         elif k.endswith(".lora_B"):  # [out, r]: each up-projection with its weight
-            out[k] = torch.cat([weight * mine, (1.0 - weight) * theirs[k]], dim=1)
+            out[k] = torch.cat([w * mine, (1.0 - w) * theirs[k]], dim=1)
         else:
-            out[k] = weight * mine.float() + (1.0 - weight) * theirs[k].float()
+            out[k] = w * mine.float() + (1.0 - w) * theirs[k].float()
             out[k] = out[k].to(mine.dtype)
     if r1:
         icfg["lora_rank"] = r1 + r2
@@ -99,6 +106,7 @@ def main() -> None:
     ap.add_argument("--sharpen", default=None, help="LAYERS=A: memory queries and keys of LAYERS times A")
     ap.add_argument("--average-with", type=Path, default=None, help="another adapter of the same lineage")
     ap.add_argument("--weight", type=float, default=0.5, help="SRC's share of the average (default 0.5)")
+    ap.add_argument("--average-layers", default="all", help="the layers the average mixes (default: all)")
     a = ap.parse_args()
     tensors, meta = read_adapter(a.src)
     icfg = meta["infini_config"]
@@ -106,8 +114,14 @@ def main() -> None:
     trained = before.get("trained_segment_len", icfg["segment_len"])
     packaged = {"from": str(a.src), "trained_segment_len": trained, "segment_len": a.segment_len}
     if a.average_with is not None:
-        tensors = average(tensors, icfg, a.average_with, a.weight)
+        n_layers = 1 + max(int(k.split(".")[2]) for k in tensors)
+        mixed = None
+        if a.average_layers != "all":
+            mixed = set(parse_ints(a.average_layers, "--average-layers", 0, n_layers - 1))
+        tensors = average(tensors, icfg, a.average_with, a.weight, mixed)
         packaged["averaged_with"] = {"adapter": str(a.average_with), "weight_of_from": a.weight}
+        if mixed is not None:
+            packaged["averaged_with"]["layers"] = sorted(mixed)
     if a.memory_layers != "all":
         gates = [k for k in tensors if k.endswith(".self_attn.gate")]  # "model.layers.<i>.self_attn.gate"
         keep = set(parse_ints(a.memory_layers, "--memory-layers", 0, len(gates) - 1))
@@ -129,6 +143,7 @@ def main() -> None:
     layers += f", writes of {a.write_chunk} tokens" if a.write_chunk else ""
     layers += f", memory read sharpened {a.sharpen}" if a.sharpen else ""
     layers += f", averaged with {a.average_with} (weight {a.weight})" if a.average_with else ""
+    layers += f" in layers {a.average_layers}" if a.average_with and a.average_layers != "all" else ""
     print(f"{a.dst}: {len(tensors)} tensors, segment_len {a.segment_len} (trained at {trained}){layers}")
 
 
