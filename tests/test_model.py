@@ -426,6 +426,20 @@ def test_package_adapter_average_mixes_the_memory_deltas_and_gates_exactly(tiny_
     assert meta["training"] == {"recipe": {"seed": 1}}
     assert meta["packaged"]["averaged_with"]["weight_of_from"] == 0.3
 
+    # --weight 0 --average-layers 1: layer 1 is B's, every other layer stays A's (a swap of one layer)
+    swap = tmp_path / "swap.safetensors"
+    cmd_swap = [sys.executable, str(script), str(files[0]), str(swap), "--segment-len", "16"]
+    mix = ["--average-with", str(files[1]), "--weight", "0", "--average-layers", "1"]
+    subprocess.run([*cmd_swap, *mix], check=True, capture_output=True)
+    sw = build_model(tiny_model_dir, adapter=swap).model
+    assert read_adapter(swap)[1]["packaged"]["averaged_with"]["layers"] == [1]
+    for i, (la, lb, ls) in enumerate(zip(a.model.layers, b.model.layers, sw.model.layers, strict=True)):
+        src = lb if i == 1 else la
+        torch.testing.assert_close(ls.self_attn.gate, src.self_attn.gate)
+        d_src, d_sw = src.self_attn.mem_k_proj, ls.self_attn.mem_k_proj
+        yo = y[:, : d_src.lora_B.shape[0]]
+        torch.testing.assert_close(d_sw(x, yo), d_src(x, yo), atol=1e-5, rtol=1e-4)
+
     other = tmp_path / "other.safetensors"
     write_adapter(build_model(tiny_model_dir, adapter=None).model, other, {"model_shape": shape_id(a.cfg)})
     bad = subprocess.run([*cmd, "--average-with", str(other)], capture_output=True, text=True)
