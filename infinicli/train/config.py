@@ -27,6 +27,7 @@ DEFAULT_RECIPE = Path(__file__).with_name("default.toml")
 CONFIG_NAME = "config.toml"  # the recipe as run, in every run folder
 HELD_OUT_BOOKS = ("anna_karenina.txt",)  # the perplexity benchmark's text: never trained on
 READ_KINDS = ("passkey", "recall", "babi")  # the sample kinds that name their answering sentences (loss.read)
+READ_HEADS = ("mean", "max")  # how loss.read combines the query heads' shares
 
 
 class ConfigError(ValueError):
@@ -243,8 +244,8 @@ class TrainConfig:
             raise ConfigError("loss.read must be >= 0, and > 0 needs loss.read_layers")
         if not set(lo.read_kinds) <= set(READ_KINDS):
             raise ConfigError(f"loss.read_kinds must be among {', '.join(READ_KINDS)}")
-        if lo.read_heads not in ("mean", "max"):
-            raise ConfigError(f"loss.read_heads = {lo.read_heads!r}: must be 'mean' or 'max'")
+        if lo.read_heads not in READ_HEADS:
+            raise ConfigError(f"loss.read_heads = {lo.read_heads!r}: must be one of {', '.join(READ_HEADS)}")
         if lo.read > 0 and any(not (m.train_from_layer <= i) for i in lo.read_layers):
             raise ConfigError("loss.read_layers must be trained layers (>= model.train_from_layer)")
         if self.run.steps < 0:
