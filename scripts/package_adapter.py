@@ -58,6 +58,11 @@ def sharpen(tensors: dict[str, torch.Tensor], icfg: dict, shape: str, spec: str)
     return {str(i): factor for i in chosen}
 
 
+def layer_of(key: str) -> int:
+    """The layer index of an adapter tensor, "model.layers.<i>.self_attn...." → i."""
+    return int(key.split(".")[2])
+
+
 def average(
     tensors: dict[str, torch.Tensor],
     icfg: dict,
@@ -80,7 +85,7 @@ def average(
         raise UsageError(f"--average-with {other}: another LoRA scale (alpha / rank)")
     out: dict[str, torch.Tensor] = {}
     for k, mine in tensors.items():
-        w = weight if layers is None or int(k.split(".")[2]) in layers else 1.0
+        w = weight if layers is None or layer_of(k) in layers else 1.0
         if k.endswith(".lora_A"):  # [r, in]: both down-projections, stacked
             out[k] = torch.cat([mine, theirs[k]], dim=0)
         elif k.endswith(".lora_B"):  # [out, r]: each up-projection with its weight
@@ -114,7 +119,7 @@ def main() -> None:
     trained = before.get("trained_segment_len", icfg["segment_len"])
     packaged = {"from": str(a.src), "trained_segment_len": trained, "segment_len": a.segment_len}
     if a.average_with is not None:
-        n_layers = 1 + max(int(k.split(".")[2]) for k in tensors)
+        n_layers = 1 + max(layer_of(k) for k in tensors)
         mixed = None
         if a.average_layers != "all":
             mixed = set(parse_ints(a.average_layers, "--average-layers", 0, n_layers - 1))
@@ -126,7 +131,7 @@ def main() -> None:
         gates = [k for k in tensors if k.endswith(".self_attn.gate")]  # "model.layers.<i>.self_attn.gate"
         keep = set(parse_ints(a.memory_layers, "--memory-layers", 0, len(gates) - 1))
         for k in gates:
-            if int(k.split(".")[2]) not in keep:
+            if layer_of(k) not in keep:
                 tensors[k] = torch.full_like(tensors[k], CLOSED_GATE)
         packaged["memory_layers"] = sorted(keep)
     icfg["segment_len"] = a.segment_len
