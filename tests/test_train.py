@@ -269,6 +269,7 @@ def test_samples_name_the_memory_tokens_of_the_sentences_that_answer_them(tok, c
         assert len(s.inserts) == 2 and len(s.spans) == 1  # two needles, one asked
         asked = said(s, s.spans)
         assert asked in s.inserts and s.answer in asked
+        assert said(s, s.fact_spans) == " | ".join(s.inserts)  # the facts: both needles, in order
     moves = {
         "Mary": "Mary moved to the bathroom.",
         "John": "John went to the hallway.",
@@ -287,37 +288,30 @@ def test_samples_name_the_memory_tokens_of_the_sentences_that_answer_them(tok, c
             assert said(s, spans) == moves[person]  # one move each in this tiny corpus
             people.add(person)
         b = collate([s])
-        assert b.support.shape == (1 + len(s.more), 4, S)
+        assert b.support.shape == b.facts.shape == (1 + len(s.more), 4, S)
         for r, spans in enumerate([s.spans, *s.more_spans]):
             assert b.support[r].sum() == sum(e - a for a, e in spans)
+        # every row's facts: all of the story's moves in memory, whoever is asked
+        assert said(s, s.fact_spans) == " | ".join(s.inserts)
+        assert (b.facts == b.facts[:1]).all() and (b.facts >= b.support).all()
+        assert b.facts[0].sum() == sum(e - a for a, e in s.fact_spans)
     assert people == set(moves)
     assert collate([f.sample(rng, 2, "lm")]).support is None
 
 
-def test_the_read_loss_is_the_share_of_the_memory_read_on_the_answering_sentence(trained_parts, factory):
-    """loss.read adds −log(mean over heads of σ(q)·Σ_support σ(k_t) / σ(q)·z) at the answer position: equal
-    to that share measured by running the model segment by segment (as scripts/qa1_probe.py does), the
-    same with and without activation checkpointing, and its gradient reaches the read layer's key and query
-    LoRA and the layers below it."""
-    import dataclasses
+def _mask(spans: list[tuple[int, int]], n: int) -> torch.Tensor:
+    on = torch.zeros(n, dtype=torch.bool)
+    for a, b in spans:
+        on[a:b] = True
+    return on
 
+
+def _read_weights(model, layer: int, sample) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a read layer's memory read puts on each written token at the sample's answer position, measured
+    by running the model segment by segment (as scripts/qa1_probe.py does): (σ(q)·σ(k_t) [H, T_mem],
+    σ(q)·z + eps [H])."""
     from infinicli import memory as mem
-    from infinicli.train.loop import Objective, read_loss
 
-    cfg, model, _ = trained_parts
-    layer = 1
-    read_cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, read=1.0, read_layers=[layer]))
-    objective = Objective(model, read_cfg)
-    sample = factory.sample(random.Random(9), 3, "passkey")
-    assert sample.spans
-    batch = collate([sample])
-    with torch.no_grad():
-        loss, stats = objective(batch, grad_checkpoint=False)
-        plain, _ = Objective(model, cfg)(batch, grad_checkpoint=False)
-    assert stats["read_n"] == 1
-    torch.testing.assert_close(loss - plain, stats["read_sum"], rtol=1e-5, atol=1e-6)
-
-    # the share, measured directly: every memory key of the layer, the query at the answer position
     att = model.model.layers[layer].self_attn
     seen = []
     hook = att.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
@@ -335,10 +329,34 @@ def test_the_read_loss_is_the_share_of_the_memory_read_on_the_answering_sentence
     G = sq.shape[0] // keys.shape[1]
     w = torch.einsum("hd,htd->ht", sq, keys[0].repeat_interleave(G, 0))  # [H, T_mem]
     z = memory.z[layer, 0].repeat_interleave(G, 0)
-    on = torch.zeros(w.shape[1], dtype=torch.bool)
-    for a, b in sample.spans:
-        on[a:b] = True
-    share = w[:, on].sum(-1) / ((sq * z).sum(-1) + 1e-6)
+    return w, (sq * z).sum(-1) + 1e-6
+
+
+def test_the_read_loss_is_the_share_of_the_memory_read_on_the_answering_sentence(trained_parts, factory):
+    """loss.read adds −log(mean over heads of σ(q)·Σ_support σ(k_t) / σ(q)·z) at the answer position: equal
+    to that share measured by running the model segment by segment (as scripts/qa1_probe.py does), the
+    same with and without activation checkpointing, and its gradient reaches the read layer's key and query
+    LoRA and the layers below it."""
+    import dataclasses
+
+    from infinicli.train.loop import Objective, read_loss
+
+    cfg, model, _ = trained_parts
+    layer = 1
+    read_cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, read=1.0, read_layers=[layer]))
+    objective = Objective(model, read_cfg)
+    sample = factory.sample(random.Random(9), 3, "passkey")
+    assert sample.spans
+    batch = collate([sample])
+    with torch.no_grad():
+        loss, stats = objective(batch, grad_checkpoint=False)
+        plain, _ = Objective(model, cfg)(batch, grad_checkpoint=False)
+    assert stats["read_n"] == 1
+    torch.testing.assert_close(loss - plain, stats["read_sum"], rtol=1e-5, atol=1e-6)
+
+    # the share, measured directly: every memory key of the layer, the query at the answer position
+    w, denominator = _read_weights(model, layer, sample)
+    share = w[:, _mask(sample.spans, w.shape[1])].sum(-1) / denominator
     assert 0 < share.mean() < 1
     torch.testing.assert_close(stats["read_sum"], -share.mean().log(), rtol=1e-4, atol=1e-5)
 
@@ -407,6 +425,51 @@ def test_the_read_loss_supervises_only_the_sample_kinds_it_names(trained_parts, 
         _, none = objective(["babi"])(collate([passkey]), grad_checkpoint=False)
     assert both["read_n"] == 2 and only["read_n"] == 1 and none["read_n"] == 0
     torch.testing.assert_close(only["read_sum"], alone["read_sum"], rtol=1e-4, atol=1e-5)
+
+
+def test_the_read_loss_against_the_facts_is_the_asked_needles_share_of_the_needles_read(
+    trained_parts, tok, corpus
+):
+    """loss.read_against = "facts": −log of σ(q)·Σ_answer σ(k_t) / σ(q)·Σ_facts σ(k_t), the share of the read
+    on all hidden sentences that falls on the answering one: measured directly, it matches; it is below the
+    share of the whole read's loss (the haystack is left out), 0 when the asked needle is the only one, and
+    its gradient reaches the read layer's key projection."""
+    import dataclasses
+
+    from infinicli.train.loop import Objective
+
+    cfg, model, _ = trained_parts
+    layer = 1
+    lo = dataclasses.replace(cfg.loss, read=1.0, read_layers=[layer], read_against="facts")
+    facts_cfg = dataclasses.replace(cfg, loss=lo)
+    memory_cfg = dataclasses.replace(cfg, loss=dataclasses.replace(lo, read_against="memory"))
+    sets = [f"data.corpus={corpus}", 'data.books=["books/miller.txt"]', "data.second_needle=1"]
+    sets.append("data.local=0")
+    f = SampleFactory.from_corpus(tok, S, load_config(None, sets).data)
+    rng = random.Random(4)
+    sample = next(s for s in (f.sample(rng, 3, "passkey") for _ in range(20)) if len(s.fact_spans) == 2)
+    assert set(sample.spans) < set(sample.fact_spans)
+    batch = collate([sample])
+    with torch.no_grad():
+        _, facts = Objective(model, facts_cfg)(batch, grad_checkpoint=False)
+        _, whole = Objective(model, memory_cfg)(batch, grad_checkpoint=False)
+    w, _ = _read_weights(model, layer, sample)
+    on, hidden = _mask(sample.spans, w.shape[1]), _mask(sample.fact_spans, w.shape[1])
+    share = w[:, on].sum(-1) / (w[:, hidden].sum(-1) + 1e-6)
+    assert 0 < share.mean() < 1
+    torch.testing.assert_close(facts["read_sum"], -share.mean().log(), rtol=1e-4, atol=1e-5)
+    assert facts["read_n"] == 1 and 0 < facts["read_sum"] < whole["read_sum"]
+
+    alone = dataclasses.replace(sample, fact_spans=list(sample.spans))  # as if the asked needle were alone
+    with torch.no_grad():
+        _, single = Objective(model, facts_cfg)(collate([alone]), grad_checkpoint=False)
+    assert single["read_n"] == 1 and single["read_sum"] < 1e-4
+
+    read_only = dataclasses.replace(facts_cfg, loss=dataclasses.replace(lo, answer=0.0, lm=0.0))
+    _, grads = _grads(model, Objective(model, read_only), batch, grad_checkpoint=True)
+    assert grads[f"model.layers.{layer}.self_attn.k_proj.lora_B"].abs().sum() > 0
+    with pytest.raises(ConfigError, match="read_against"):
+        load_config(None, ["loss.read_against='story'"])
 
 
 def test_held_out_babi_stories_never_reach_training():

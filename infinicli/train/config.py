@@ -28,6 +28,7 @@ CONFIG_NAME = "config.toml"  # the recipe as run, in every run folder
 HELD_OUT_BOOKS = ("anna_karenina.txt",)  # the perplexity benchmark's text: never trained on
 READ_KINDS = ("passkey", "recall", "babi")  # the sample kinds that name their answering sentences (loss.read)
 READ_HEADS = ("mean", "max")  # how loss.read combines the query heads' shares
+READ_AGAINST = ("memory", "facts")  # what loss.read's share is of: the whole memory read, or the facts' part
 
 
 class ConfigError(ValueError):
@@ -150,6 +151,11 @@ class LossSection:
     # how the query heads' shares combine: "mean" (every head pushed onto the answering sentences alike) or
     # "max" (only the head that already reads them most: the others keep what they read)
     read_heads: str = "mean"
+    # what the share is of: "memory" (the whole read, σ(q)·z: most of it is the haystack, so the share rises
+    # when the facts are read more than the text around them) or "facts" (only the part on the sentences
+    # hidden in the document, σ(q)·Σ_facts σ(k_t): the share rises only when the asked person's moves are
+    # read more than the other people's, or the asked needle more than a second one)
+    read_against: str = "memory"
 
 
 @dataclass
@@ -246,6 +252,9 @@ class TrainConfig:
             raise ConfigError(f"loss.read_kinds must be among {', '.join(READ_KINDS)}")
         if lo.read_heads not in READ_HEADS:
             raise ConfigError(f"loss.read_heads = {lo.read_heads!r}: must be one of {', '.join(READ_HEADS)}")
+        if lo.read_against not in READ_AGAINST:
+            choices = ", ".join(READ_AGAINST)
+            raise ConfigError(f"loss.read_against = {lo.read_against!r}: must be one of {choices}")
         if lo.read > 0 and any(not (m.train_from_layer <= i) for i in lo.read_layers):
             raise ConfigError("loss.read_layers must be trained layers (>= model.train_from_layer)")
         if self.run.steps < 0:

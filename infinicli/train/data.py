@@ -228,7 +228,9 @@ class Sample:
     more: further (final, labels) pairs that read the same memory (other questions about the same document);
     spans: the [start, end) token positions, in the written stream (segment j holds j·S..(j+1)·S), of the
     sentences in memory that answer the question (the asked needle; a QA1 question's moves of the asked
-    person), empty when none is known; more_spans: the same for each `more` question.
+    person), empty when none is known; more_spans: the same for each `more` question;
+    fact_spans: the same for every sentence hidden in memory (all needles, all of a story's facts): what a
+    question's answering sentences compete with (loss.read_against = "facts").
     """
 
     kind: str
@@ -244,6 +246,7 @@ class Sample:
     more: list[tuple[list[int], list[int]]] = field(default_factory=list)
     spans: list[tuple[int, int]] = field(default_factory=list)
     more_spans: list[list[tuple[int, int]]] = field(default_factory=list)
+    fact_spans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -264,6 +267,9 @@ class Batch:
     # [R, n, S] float: 1 on the memory tokens of the sentences that answer each final row's question (Sample.
     # spans); None when no row has any
     support: torch.Tensor | None = None
+    # [R, n, S] float: 1 on the memory tokens of every sentence hidden in the row's document
+    # (Sample.fact_spans) and of its answering sentences; None when support is None
+    facts: torch.Tensor | None = None
 
     @property
     def row_kinds(self) -> list[str]:
@@ -281,6 +287,7 @@ class Batch:
             self.tokens,
             None if self.owner is None else self.owner.to(device),
             None if self.support is None else self.support.to(device),
+            None if self.facts is None else self.facts.to(device),
         )
 
 
@@ -312,15 +319,18 @@ def collate(samples: Sequence[Sample], pad_id: int = 0) -> Batch:
     if any(s.more_spans and len(s.more_spans) != len(s.more) for s in samples):
         raise ValueError("a sample's more_spans must be empty or give the spans of each `more` question")
     row_spans += [sp for s in samples for sp in (s.more_spans or [[] for _ in s.more])]
-    support = None
+    support = facts = None
     if any(row_spans):
-        support = torch.zeros(len(rows), nseg * S)
+        support, facts = torch.zeros(len(rows), nseg * S), torch.zeros(len(rows), nseg * S)
         for r, spans in enumerate(row_spans):
+            for a, b in spans + samples[rows[r][0]].fact_spans:  # the answering sentences are facts too
+                facts[r, a:b] = 1.0
             for a, b in spans:
                 support[r, a:b] = 1.0
-        support = support.view(len(rows), nseg, S)
+        support, facts = support.view(len(rows), nseg, S), facts.view(len(rows), nseg, S)
     kinds = [s.kind for s in samples]
-    return Batch(kinds, segs, seg_labels, final, labels, sum(s.tokens for s in samples), owner, support)
+    tokens = sum(s.tokens for s in samples)
+    return Batch(kinds, segs, seg_labels, final, labels, tokens, owner, support, facts)
 
 
 def layout(
@@ -577,6 +587,7 @@ class SampleFactory:
             return None
         sample = self._qa_sample("recall", doc, rng.choice(questions), answer.format(s=seq), inserts)
         sample.spans = [sp for sp in self._insert_spans(doc, inserts) if sp is not None]
+        sample.fact_spans = list(sample.spans)
         return sample
 
     def _needle_document(
@@ -603,8 +614,10 @@ class SampleFactory:
         if doc is None:
             return None
         sample = self._qa_sample("passkey", doc, question, answer, inserts)
-        asked = self._insert_spans(doc, inserts)[inserts.index(needle)]
+        spans = self._insert_spans(doc, inserts)
+        asked = spans[inserts.index(needle)]
         sample.spans = [asked] if asked is not None else []
+        sample.fact_spans = [sp for sp in spans if sp is not None]
         return sample
 
     def babi_sample(self, rng: random.Random, n: int) -> Sample | None:
@@ -627,6 +640,7 @@ class SampleFactory:
         ask: Callable[[str], str] = question_text if form else (lambda text: text)
         sample = self._qa_sample("babi", doc, ask(q.question), q.answer, q.facts)
         spans = self._insert_spans(doc, q.facts)
+        sample.fact_spans = [sp for sp in spans if sp is not None]
         movers = [(qa1_move(f) or ("", ""))[0] for f in q.facts]  # whose move each fact is ("" for no move)
 
         def moves_of(person: str) -> list[tuple[int, int]]:

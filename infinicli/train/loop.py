@@ -122,14 +122,15 @@ def _attention_inputs(model: InfiniLlama, layers: Sequence[int]) -> Iterator[dic
 def _support_keys(
     model: InfiniLlama, got: dict[int, torch.Tensor], layers: Sequence[int], support: torch.Tensor, owner
 ) -> torch.Tensor:
-    """Σ_t support[r, t]·σ(k_t) of this segment's memory keys in each read layer: the part of eq. 4's z that
-    the answering sentences add, [len(layers), R, Hkv, d] fp32. support [R, T]; owner [R] (None: R = B)."""
+    """Σ_t support[..., r, t]·σ(k_t) of this segment's memory keys in each read layer: the part of eq. 4's z
+    that the answering sentences add, [len(layers), ..., R, Hkv, d] fp32. support [..., R, T] (a leading
+    dimension: several masks at once, e.g. the answering sentences and all facts); owner [R] (None: R = B)."""
     out = []
     for i in layers:
         att, x = model.model.layers[i].self_attn, got[i]
         sk = mem.sigma(att._mem_keys(x, att.k_proj(x)).float())  # [B, Hkv, T, d], as _write makes them
         sk = sk if owner is None else sk[owner]
-        out.append(torch.einsum("rhtd,rt->rhd", sk, support.float()))
+        out.append(torch.einsum("rhtd,...rt->...rhd", sk, support.float()))
     return torch.stack(out)
 
 
@@ -196,7 +197,8 @@ def read_loss(
     (heads="mean") or of the largest (heads="max": the gradient reaches only the head that reads them most).
 
     sq [L', R, H, d] queries at the answer positions, zt [L', R, Hkv, d] the answering sentences' keys, z
-    [L', R, Hkv, d] the whole memory's. Returns (sum over rows with support and layers, their count)."""
+    [L', R, Hkv, d] the whole memory's (loss.read_against "memory") or only the facts' ("facts", which hold
+    the answering sentences). Returns (sum over rows with support and layers, their count)."""
     G = sq.shape[2] // z.shape[2]
     zt, z = zt.repeat_interleave(G, dim=2), z.repeat_interleave(G, dim=2)  # [L', R, H, d]
     share = (sq * zt).sum(-1) / ((sq * z).sum(-1) + eps)  # [L', R, H]
@@ -271,12 +273,15 @@ class Objective(nn.Module):
         if supported is not None and not all(keep):
             mask = torch.tensor(keep, dtype=supported.dtype, device=supported.device)
             supported = supported * mask[:, None, None] if any(keep) else None
+        if supported is not None and w.read_against == "facts":
+            supported = torch.stack([supported, batch.facts])  # [2, R, n, S]: the answer's, all facts'
         layers = tuple(w.read_layers) if supported is not None else ()
-        zt = None  # [len(layers), R, Hkv, d]: the answering sentences' part of z, per final row
+        # the answering sentences' part of z per final row: [L', R, Hkv, d] ("facts": [L', 2, R, Hkv, d])
+        zt = None
         for j in range(n):
             labels = None if batch.segment_labels is None else batch.segment_labels[:, j]
             x, M_lo, z_lo = _frozen(model, j, batch.segments[:, j], M_lo, z_lo, N, write=True)
-            support = supported[:, j] if layers else None
+            support = supported[..., j, :] if layers else None
             args = (model, j, x, labels, M, z, N, support, batch.owner, layers)
             out = checkpoint(_segment, *args, use_reentrant=False) if ckpt else _segment(*args)
             ce, count, M, z, zt_j = out
@@ -303,7 +308,10 @@ class Objective(nn.Module):
         read_sum, read_n = M.new_zeros(()), M.new_zeros(())
         if layers and n > 0:
             idx = torch.tensor([i - N for i in layers], device=zf.device)
-            read_sum, read_n = read_loss(sq, zt, zf[idx], w.read_heads)
+            if w.read_against == "facts":  # the share of the facts' part of the read
+                read_sum, read_n = read_loss(sq, zt[:, 0], zt[:, 1], w.read_heads)
+            else:
+                read_sum, read_n = read_loss(sq, zt, zf[idx], w.read_heads)
             if read_n > 0:
                 loss = loss + w.read * read_sum / read_n
         stats = {
