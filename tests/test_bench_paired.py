@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_paired.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_paired", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_script as load
+
+    return load("bench_paired")
 
 
 def test_sign_test_values():

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "passkey_digits.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("passkey_digits", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_script as load
+
+    return load("passkey_digits")
 
 
 def test_miss_kinds():

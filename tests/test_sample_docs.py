@@ -4,10 +4,8 @@ listed in ``sample_docs/FACTS.md`` can really be found in them."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import random
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,16 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_docs"
-SCRIPT = REPO / "scripts" / "make_sample_docs.py"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_sample_docs", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_sample_docs"] = module
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_script as load
+
+    return load("make_sample_docs")
 
 
 def files_under(root: Path) -> dict[str, bytes]:
