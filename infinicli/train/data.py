@@ -321,12 +321,14 @@ def collate(samples: Sequence[Sample], pad_id: int = 0) -> Batch:
     row_spans += [sp for s in samples for sp in (s.more_spans or [[] for _ in s.more])]
     support = facts = None
     if any(row_spans):
-        support, facts = torch.zeros(len(rows), nseg * S), torch.zeros(len(rows), nseg * S)
+        support = torch.zeros(len(rows), nseg * S)
         for r, spans in enumerate(row_spans):
-            for a, b in spans + samples[rows[r][0]].fact_spans:  # the answering sentences are facts too
-                facts[r, a:b] = 1.0
             for a, b in spans:
                 support[r, a:b] = 1.0
+        facts = support.clone()  # the answering sentences are facts too
+        for r, (i, _, _) in enumerate(rows):
+            for a, b in samples[i].fact_spans:
+                facts[r, a:b] = 1.0
         support, facts = support.view(len(rows), nseg, S), facts.view(len(rows), nseg, S)
     kinds = [s.kind for s in samples]
     tokens = sum(s.tokens for s in samples)

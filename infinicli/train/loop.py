@@ -307,11 +307,11 @@ class Objective(nn.Module):
             loss = loss + w.lm * lm_sum / lm_cnt
         read_sum, read_n = M.new_zeros(()), M.new_zeros(())
         if layers and n > 0:
-            idx = torch.tensor([i - N for i in layers], device=zf.device)
             if w.read_against == "facts":  # the share of the facts' part of the read
-                read_sum, read_n = read_loss(sq, zt[:, 0], zt[:, 1], w.read_heads)
-            else:
-                read_sum, read_n = read_loss(sq, zt, zf[idx], w.read_heads)
+                zt, z_read = zt[:, 0], zt[:, 1]
+            else:  # the share of the whole read: the read layers' z
+                z_read = zf[torch.tensor([i - N for i in layers], device=zf.device)]
+            read_sum, read_n = read_loss(sq, zt, z_read, w.read_heads)
             if read_n > 0:
                 loss = loss + w.read * read_sum / read_n
         stats = {
