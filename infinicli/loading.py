@@ -98,6 +98,44 @@ def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, parsed
 
 
+def average_adapters(
+    mine: dict[str, torch.Tensor],
+    icfg: dict,
+    theirs: dict[str, torch.Tensor],
+    their_icfg: dict,
+    weight: float,
+    layers: set[int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """weight·mine + (1 − weight)·theirs: two adapters of one lineage averaged (as in model soups).
+
+    LoRA pairs are mixed exactly: the low-rank factors are stacked, so the rank is r₁ + r₂ at the same scale
+    α/r and the merged update is weight·B₁A₁ + (1 − weight)·B₂A₂; every other tensor (gates, sharpness, key
+    convolution) linearly. `icfg` (mine's InfiniConfig dict) gets the summed rank. With `layers`, only tensors
+    of those layers ("model.layers.<i>.") are mixed; the others keep weight 1. ModelError when the two do
+    not have the same tensors or LoRA scale."""
+    if not 0.0 <= weight <= 1.0:
+        raise ModelError(f"average weight {weight}: use a number from 0 to 1")
+    if set(theirs) != set(mine):
+        raise ModelError("not the same adapter tensors as the source")
+    r1, r2 = int(icfg.get("lora_rank", 0)), int(their_icfg.get("lora_rank", 0))
+    scale1 = icfg.get("lora_alpha", 16.0) / r1 if r1 else 0.0
+    if r1 and scale1 != their_icfg.get("lora_alpha", 16.0) / r2:
+        raise ModelError("another LoRA scale (alpha / rank)")
+    out: dict[str, torch.Tensor] = {}
+    for k, t in mine.items():
+        w = weight if layers is None or int(k.split(".")[2]) in layers else 1.0
+        if k.endswith(".lora_A"):  # [r, in]: both down-projections, stacked
+            out[k] = torch.cat([t, theirs[k]], dim=0)
+        elif k.endswith(".lora_B"):  # [out, r]: each up-projection with its weight
+            out[k] = torch.cat([w * t, (1.0 - w) * theirs[k]], dim=1)
+        else:
+            out[k] = (w * t.float() + (1.0 - w) * theirs[k].float()).to(t.dtype)
+    if r1:
+        icfg["lora_rank"] = r1 + r2
+        icfg["lora_alpha"] = scale1 * (r1 + r2)  # the same scale α/r as both sources
+    return out
+
+
 def write_adapter(model: InfiniLlama, path: Path, extra_meta: dict | None = None) -> None:
     """Save gates + LoRA of `model` with its InfiniConfig (atomic: temp file then rename)."""
     from safetensors.torch import save_file

@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 
 from infinicli.bench.common import parse_ints
 from infinicli.errors import ModelError, UsageError
-from infinicli.loading import read_adapter
+from infinicli.loading import average_adapters, read_adapter
 from infinicli.memory import CLOSED_GATE
 from infinicli.model import parse_sharpen
 
@@ -70,33 +70,14 @@ def average(
     weight: float,
     layers: set[int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """weight·tensors + (1 − weight)·other's, LoRA pairs exactly (rank r₁ + r₂ at the same scale α/r);
-    icfg (SRC's InfiniConfig) gets the summed rank. Both adapters need the same tensors and LoRA scale.
-    With `layers`, only tensors of those layers ("model.layers.<i>.") are mixed; the others keep weight 1."""
+    """weight·tensors + (1 − weight)·other's (loading.average_adapters); icfg gets the summed LoRA rank."""
     if not 0.0 <= weight <= 1.0:
         raise UsageError(f"--weight {weight}: use a number from 0 to 1")
     theirs, their_meta = read_adapter(other)
-    ticfg = their_meta.get("infini_config", {})
-    if set(theirs) != set(tensors):
-        raise UsageError(f"--average-with {other}: not the same adapter tensors as the source")
-    r1, r2 = int(icfg.get("lora_rank", 0)), int(ticfg.get("lora_rank", 0))
-    scale1 = icfg.get("lora_alpha", 16.0) / r1 if r1 else 0.0
-    if r1 and scale1 != ticfg.get("lora_alpha", 16.0) / r2:
-        raise UsageError(f"--average-with {other}: another LoRA scale (alpha / rank)")
-    out: dict[str, torch.Tensor] = {}
-    for k, mine in tensors.items():
-        w = weight if layers is None or layer_of(k) in layers else 1.0
-        if k.endswith(".lora_A"):  # [r, in]: both down-projections, stacked
-            out[k] = torch.cat([mine, theirs[k]], dim=0)
-        elif k.endswith(".lora_B"):  # [out, r]: each up-projection with its weight
-            out[k] = torch.cat([w * mine, (1.0 - w) * theirs[k]], dim=1)
-        else:
-            out[k] = w * mine.float() + (1.0 - w) * theirs[k].float()
-            out[k] = out[k].to(mine.dtype)
-    if r1:
-        icfg["lora_rank"] = r1 + r2
-        icfg["lora_alpha"] = scale1 * (r1 + r2)  # the same scale α/r as both sources
-    return out
+    try:
+        return average_adapters(tensors, icfg, theirs, their_meta.get("infini_config", {}), weight, layers)
+    except ModelError as e:
+        raise UsageError(f"--average-with {other}: {e}") from None
 
 
 def main() -> None:

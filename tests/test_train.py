@@ -761,6 +761,65 @@ def test_resume_continues_exactly(tiny_model_dir, corpus, tmp_path):
         assert x["tokens_seen"] == y["tokens_seen"]
 
 
+def test_a_run_can_start_from_two_adapters_averaged(tiny_model_dir, corpus, tmp_path):
+    """model.init_average_with: the run starts from w·A + (1 − w)·B, each memory-path LoRA update and gate
+    mixed exactly (ranks summed), the start kept in the run folder as package_adapter's --average-with
+    writes it, and the run trains on from there; an adapter of another shape is refused as a config error."""
+    from infinicli.loading import average_adapters, read_adapter
+    from infinicli.train.loop import build_training_model, train
+
+    runs = []
+    for seed in (1, 2):
+        out = tmp_path / f"r{seed}"
+        train(tiny_config(tiny_model_dir, corpus, out, "model.lora_scope=memory", "run.steps=2",
+                          f"run.seed={seed}", "optim.lr=0.05"))  # fmt: skip
+        runs.append(out / "adapter.safetensors")
+    mix = [f"model.init_adapter={runs[0]}", f"model.init_average_with={runs[1]}"]
+    mix.append("model.init_average_weight=0.3")
+    out = tmp_path / "mixed"
+    cfg = tiny_config(tiny_model_dir, corpus, out, "model.lora_scope=memory", *mix)
+    lm, _, _ = build_training_model(cfg, torch.device("cpu"))
+    start = out / "init_adapter.safetensors"
+    tensors, meta = read_adapter(start)
+    assert meta["packaged"]["averaged_with"] == {"adapter": str(runs[1]), "weight_of_from": 0.3}
+    assert lm.model.icfg.lora_rank == 2 * cfg.model.lora_rank  # both low-rank updates, stacked
+    (a, am), (b, bm) = read_adapter(runs[0]), read_adapter(runs[1])
+    expect = average_adapters(a, dict(am["infini_config"]), b, bm["infini_config"], 0.3)
+    assert set(tensors) == set(expect) and all(torch.equal(tensors[k], expect[k]) for k in tensors)
+    x = torch.randn(5, lm.model.cfg.hidden_size)
+    checked = 0
+    for i, layer in enumerate(lm.model.model.layers):
+        for name in ("mem_q_proj", "mem_k_proj", "mem_v_proj", "mem_o_proj"):
+            key = f"model.layers.{i}.self_attn.{name}"
+            if f"{key}.lora_A" not in a:
+                continue
+            delta = getattr(layer.self_attn, name)
+            y = torch.zeros(5, delta.lora_B.shape[0])
+            ua, ub = (t[f"{key}.lora_B"].float() @ t[f"{key}.lora_A"].float() for t in (a, b))
+            want = delta.scale * x @ (0.3 * ua + 0.7 * ub).T
+            torch.testing.assert_close(delta(x, y), want, atol=1e-5, rtol=1e-4)
+            checked += 1
+        gate = f"model.layers.{i}.self_attn.gate"
+        torch.testing.assert_close(layer.self_attn.gate.detach(), 0.3 * a[gate] + 0.7 * b[gate])
+    assert checked > 0
+
+    train(cfg)  # and trains on from the average
+    trained, meta = read_adapter(out / "adapter.safetensors")
+    assert meta["training"]["recipe"]["model"]["init_average_with"] == str(runs[1])
+    assert any(not torch.equal(trained[k], tensors[k]) for k in tensors)
+
+    other = tmp_path / "other"
+    train(tiny_config(tiny_model_dir, corpus, other, "run.steps=1"))  # LoRA on all projections: other tensors
+    bad = tiny_config(tiny_model_dir, corpus, tmp_path / "bad", "model.lora_scope=memory", *mix[:1],
+                      f"model.init_average_with={other / 'adapter.safetensors'}")  # fmt: skip
+    with pytest.raises(ConfigError, match="init_average_with"):
+        build_training_model(bad, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="init_average_weight"):
+        tiny_config(tiny_model_dir, corpus, out, *mix[:2], "model.init_average_weight=1")
+    with pytest.raises(ConfigError, match="needs model.init_adapter"):
+        tiny_config(tiny_model_dir, corpus, out, mix[1])
+
+
 def test_time_budget_fixes_steps_before_the_first_update(tiny_model_dir, corpus, tmp_path):
     from infinicli.train.loop import train
 
@@ -869,9 +928,12 @@ def test_the_shipped_recipes_chain_and_the_last_one_made_the_shipped_adapter():
     assert len(stages) >= 2
     cfgs = [load_config(p) for p in stages]
     assert cfgs[0].model.init_adapter == "none"
-    for before, after in zip(cfgs[:-1], cfgs[1:], strict=True):
+    for n, (before, after) in enumerate(zip(cfgs[:-1], cfgs[1:], strict=True), start=1):
         assert after.model.init_adapter == f"{before.run.out}/adapter.safetensors"
         assert after.run.time_budget_s == 0 and after.run.steps > 0  # rerun step for step
+        earlier = {f"{c.run.out}/adapter.safetensors" for c in cfgs[: n - 1]}
+        if after.model.init_average_with != "none":  # a start averaged with an earlier stage of the chain
+            assert after.model.init_average_with in earlier
 
     _, meta = read_adapter(DEFAULT_ADAPTER)
     # through from_dict: keys added since the adapter was trained take their defaults (which keep the old

@@ -39,6 +39,11 @@ class ConfigError(ValueError):
 class ModelSection:
     model: str = ""  # "" = the default model (infinicli.models.resolve_model)
     init_adapter: str = "none"  # start from an adapter file ("none": fresh gates at gate_init, fresh LoRA)
+    # another adapter file of init_adapter's lineage: the run starts from their average, init_average_weight ·
+    # init_adapter + (1 − init_average_weight) · this (loading.average_adapters: LoRA updates mixed exactly,
+    # ranks summed), written to <run.out>/init_adapter.safetensors. "none": init_adapter alone.
+    init_average_with: str = "none"
+    init_average_weight: float = 0.5
     segment_len: int = 256
     update_rule: str = "delta"  # "delta" (eq. 5) or "linear" (eq. 4)
     gate_init: float = -1.0  # β at initialisation (eq. 6); -3 does not learn, about -1 does
@@ -201,6 +206,12 @@ class TrainConfig:
             raise ConfigError(f"model.train = {m.train!r}: use 'lora', 'full' or 'gates'")
         if m.train == "lora" and m.lora_rank <= 0:
             raise ConfigError("model.train = 'lora' needs model.lora_rank > 0")
+        if m.init_average_with not in ("", "none"):
+            if m.init_adapter in ("", "none"):
+                raise ConfigError("model.init_average_with needs model.init_adapter (the other adapter)")
+            if not 0.0 < m.init_average_weight < 1.0:
+                w = m.init_average_weight
+                raise ConfigError(f"model.init_average_weight = {w}: use a number between 0 and 1")
         if not 0 <= m.key_conv <= 16:
             raise ConfigError(f"model.key_conv = {m.key_conv}: use 0 (none) to 16 positions")
         if m.mem_scale_init:

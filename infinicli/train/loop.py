@@ -428,6 +428,36 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.run.bf16 and bf16_is_native(device)
 
 
+def averaged_start(cfg: TrainConfig) -> Path:
+    """model.init_adapter averaged with model.init_average_with (loading.average_adapters), written to
+    <run.out>/init_adapter.safetensors with init_adapter's metadata and `averaged_with` naming the other: the
+    file scripts/package_adapter.py --average-with makes, so a run can start from a shipped average."""
+    from safetensors.torch import save_file
+
+    from infinicli.errors import ModelError
+    from infinicli.loading import average_adapters, read_adapter
+
+    m = cfg.model
+    mine, meta = read_adapter(Path(m.init_adapter))
+    theirs, their_meta = read_adapter(Path(m.init_average_with))
+    icfg = dict(meta.get("infini_config", {}))
+    try:
+        their_icfg = their_meta.get("infini_config", {})
+        mixed = average_adapters(mine, icfg, theirs, their_icfg, m.init_average_weight)
+    except ModelError as e:
+        raise ConfigError(f"model.init_average_with = {m.init_average_with}: {e}") from None
+    meta = {**meta, "infini_config": icfg}
+    averaged = {"adapter": m.init_average_with, "weight_of_from": m.init_average_weight}
+    meta["packaged"] = {"from": m.init_adapter, "averaged_with": averaged}
+    path = Path(cfg.run.out) / "init_adapter.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: ranks may write it at once
+    text = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
+    save_file({k: v.contiguous() for k, v in mixed.items()}, str(tmp), metadata=text)
+    os.replace(tmp, path)
+    return path
+
+
 def build_training_model(cfg: TrainConfig, device: torch.device):
     """(LoadedModel, tokenizer, frozen base copy or None) for a config; trained tensors fp32 on `device`."""
     from infinicli.loading import build_model
@@ -439,6 +469,8 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
     full = m.train == "full"
     weights = torch.bfloat16 if (use_bf16(cfg, device) and not full) else torch.float32
     adapter = m.init_adapter if m.init_adapter not in ("", "none") else None
+    if adapter is not None and m.init_average_with not in ("", "none"):
+        adapter = averaged_start(cfg)
     lm = build_model(
         model_dir, adapter=adapter, dtype=weights, segment_len=m.segment_len, update_rule=m.update_rule,
         for_training=True,
