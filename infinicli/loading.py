@@ -98,6 +98,11 @@ def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, parsed
 
 
+def layer_of(key: str) -> int:
+    """The layer index of an adapter tensor, "model.layers.<i>.self_attn...." → i."""
+    return int(key.split(".")[2])
+
+
 def average_adapters(
     mine: dict[str, torch.Tensor],
     icfg: dict,
@@ -123,7 +128,7 @@ def average_adapters(
         raise ModelError("another LoRA scale (alpha / rank)")
     out: dict[str, torch.Tensor] = {}
     for k, t in mine.items():
-        w = weight if layers is None or int(k.split(".")[2]) in layers else 1.0
+        w = weight if layers is None or layer_of(k) in layers else 1.0
         if k.endswith(".lora_A"):  # [r, in]: both down-projections, stacked
             out[k] = torch.cat([t, theirs[k]], dim=0)
         elif k.endswith(".lora_B"):  # [out, r]: each up-projection with its weight
@@ -136,18 +141,23 @@ def average_adapters(
     return out
 
 
-def write_adapter(model: InfiniLlama, path: Path, extra_meta: dict | None = None) -> None:
-    """Save gates + LoRA of `model` with its InfiniConfig (atomic: temp file then rename)."""
+def save_adapter(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> None:
+    """Write an adapter file: tensors plus metadata, non-string entries as JSON (read_adapter parses the
+    JSON_META ones back). Atomic: a temp file of this process, then rename."""
     from safetensors.torch import save_file
 
-    meta = {"format": "pt", "infini_config": json.dumps(model.icfg.to_dict())}
-    for k, v in (extra_meta or {}).items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    text = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(model.adapter_state_dict(), str(tmp), metadata=meta)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=text)
     os.replace(tmp, path)
+
+
+def write_adapter(model: InfiniLlama, path: Path, extra_meta: dict | None = None) -> None:
+    """Save gates + LoRA of `model` with its InfiniConfig (atomic: temp file then rename)."""
+    meta = {"format": "pt", "infini_config": model.icfg.to_dict(), **(extra_meta or {})}
+    save_adapter(model.adapter_state_dict(), meta, path)
 
 
 def load_weights(model_dir: Path) -> dict[str, torch.Tensor]:

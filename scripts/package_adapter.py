@@ -26,16 +26,14 @@ SRC's): with `--weight 0` the listed layers are OTHER's, a swap that tells what 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from infinicli.bench.common import parse_ints
 from infinicli.errors import ModelError, UsageError
-from infinicli.loading import average_adapters, read_adapter
+from infinicli.loading import average_adapters, layer_of, read_adapter, save_adapter
 from infinicli.memory import CLOSED_GATE
 from infinicli.model import parse_sharpen
 
@@ -56,11 +54,6 @@ def sharpen(tensors: dict[str, torch.Tensor], icfg: dict, shape: str, spec: str)
             tensors[key] = torch.full((n_kv,), math.log(factor))
     icfg["mem_scale"] = True
     return {str(i): factor for i in chosen}
-
-
-def layer_of(key: str) -> int:
-    """The layer index of an adapter tensor, "model.layers.<i>.self_attn...." → i."""
-    return int(key.split(".")[2])
 
 
 def average(
@@ -122,9 +115,7 @@ def main() -> None:
         icfg["write_chunk"] = packaged["write_chunk"] = a.write_chunk
     if a.sharpen is not None:
         packaged["sharpen"] = sharpen(tensors, icfg, meta["model_shape"], a.sharpen)
-    out = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
-    out["packaged"] = json.dumps(packaged)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(a.dst), metadata=out)
+    save_adapter(tensors, {**meta, "packaged": packaged}, a.dst)
     layers = f", memory in layers {a.memory_layers}" if a.memory_layers != "all" else ""
     layers += f", writes of {a.write_chunk} tokens" if a.write_chunk else ""
     layers += f", memory read sharpened {a.sharpen}" if a.sharpen else ""

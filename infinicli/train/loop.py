@@ -430,12 +430,10 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 
 def averaged_start(cfg: TrainConfig) -> Path:
     """model.init_adapter averaged with model.init_average_with (loading.average_adapters), written to
-    <run.out>/init_adapter.safetensors with init_adapter's metadata and `averaged_with` naming the other: the
-    file scripts/package_adapter.py --average-with makes, so a run can start from a shipped average."""
-    from safetensors.torch import save_file
-
+    <run.out>/init_adapter.safetensors with init_adapter's metadata and `packaged.averaged_with` naming the
+    other: the file scripts/package_adapter.py --average-with makes ; a run can start from a shipped one."""
     from infinicli.errors import ModelError
-    from infinicli.loading import average_adapters, read_adapter
+    from infinicli.loading import average_adapters, read_adapter, save_adapter
 
     m = cfg.model
     mine, meta = read_adapter(Path(m.init_adapter))
@@ -446,15 +444,10 @@ def averaged_start(cfg: TrainConfig) -> Path:
         mixed = average_adapters(mine, icfg, theirs, their_icfg, m.init_average_weight)
     except ModelError as e:
         raise ConfigError(f"model.init_average_with = {m.init_average_with}: {e}") from None
-    meta = {**meta, "infini_config": icfg}
     averaged = {"adapter": m.init_average_with, "weight_of_from": m.init_average_weight}
-    meta["packaged"] = {"from": m.init_adapter, "averaged_with": averaged}
+    meta = {**meta, "infini_config": icfg, "packaged": {"from": m.init_adapter, "averaged_with": averaged}}
     path = Path(cfg.run.out) / "init_adapter.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: ranks may write it at once
-    text = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
-    save_file({k: v.contiguous() for k, v in mixed.items()}, str(tmp), metadata=text)
-    os.replace(tmp, path)
+    save_adapter(mixed, meta, path)  # per-process temp file: ranks may write it at once
     return path
 
 
