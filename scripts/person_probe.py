@@ -61,16 +61,11 @@ def collect(eng, sentences, layers: list[int], length: int, n: int, seed: int) -
                 sk = mem.sigma(torch.cat(ks, dim=1).float())  # [Hkv, T_mem, d]
                 keys[li] = sk.transpose(0, 1).reshape(sk.shape[1], -1)  # [T_mem, Hkv·d]
         T_mem = written[layers[0]].shape[0]
-        pos = 0
-        for f in smp.facts:
+        for f, span in zip(smp.facts, B.fact_spans(eng, toks, smp.facts), strict=True):
             move = qa1_move(f)
-            ids = eng.tok.encode(" " + f)
-            at = next(
-                (p for p in range(pos, len(toks) - len(ids) + 1) if toks[p : p + len(ids)] == ids), None
-            )
-            if move is None or at is None or at + len(ids) > T_mem:
+            if move is None or span is None or span[1] > T_mem:
                 continue  # not a move, not found as its own tokens, or read locally in the final segment
-            pos = at + len(ids)
+            at = span[0]
             room_end = at + len(eng.tok.encode(" " + f.rstrip().rstrip("."))) - 1  # last token of the room
             people.append(move[0])
             for li in layers:

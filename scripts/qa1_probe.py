@@ -87,17 +87,11 @@ def main() -> None:
         kind_of = torch.full((T_mem,), -1)
         who = [(mv or ("", ""))[0] for mv in map(qa1_move, smp.facts)]  # whose move each fact is
         last_of_person = max(j for j, w in enumerate(who) if w == person)
-        pos = 0
-        for j, f in enumerate(smp.facts):
-            ids = eng.tok.encode(" " + f)
-            at = next(
-                (p for p in range(pos, len(toks) - len(ids) + 1) if toks[p : p + len(ids)] == ids), None
-            )
-            if at is None or at + len(ids) > T_mem:
+        for j, span in enumerate(B.fact_spans(eng, toks, smp.facts)):
+            if span is None or span[1] > T_mem:
                 continue  # not found as its own tokens, or in the final segment (read locally)
-            pos = at + len(ids)
             k = 0 if j == last_of_person else (1 if who[j] == person else 2)
-            kind_of[at : at + len(ids)] = k
+            kind_of[span[0] : span[1]] = k
         frac = torch.tensor([(kind_of == k).float().mean().item() for k in range(3)])
         rel = torch.full((L, H, 3), float("nan"))  # per layer and query head
         z = memory.z[:, 0]  # [L, Hkv, d]

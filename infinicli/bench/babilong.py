@@ -131,6 +131,20 @@ def benchmark_samples(task: str, n: int, seed: int, path: Path | None = None) ->
     return pick_samples([s for s in parse_babi(text) if held_out(s.story)], n, seed, task)
 
 
+def fact_spans(engine: Any, toks: list[int], facts: list[str]) -> list[tuple[int, int] | None]:
+    """Where each fact sentence sits in a document's tokens, as (start, end), searched in order; None for a
+    fact not found as its own tokens (the probes' way to locate what the memory wrote for each fact)."""
+    spans: list[tuple[int, int] | None] = []
+    pos = 0
+    for f in facts:
+        ids = engine.tok.encode(" " + f)
+        at = next((p for p in range(pos, len(toks) - len(ids) + 1) if toks[p : p + len(ids)] == ids), None)
+        spans.append(None if at is None else (at, at + len(ids)))
+        if at is not None:
+            pos = at + len(ids)
+    return spans
+
+
 def sample_document(
     engine: Any, sentences: list[str], smp: BabiSample, task: str, length: int, seed: int, index: int
 ) -> tuple[str, list[int], int]:
