@@ -252,6 +252,38 @@ def test_cli_babilong(tiny_model_dir, infini_home, tmp_path, capsys, fake_corpus
         assert key in d["results"][0]
 
 
+@pytest.mark.parametrize("bench", ["passkey", "babilong"])
+def test_ctrl_c_keeps_the_finished_samples(
+    tiny_model_dir, infini_home, tmp_path, capsys, monkeypatch, fake_corpus, bench
+):
+    """Ctrl-C in the third sample: the two finished ones are printed and written (marked interrupted), and
+    the command ends as interrupted (exit 130), not with a traceback and nothing kept."""
+    import importlib
+
+    mod = importlib.import_module(f"infinicli.bench.{bench}")
+    real, calls = mod.answer, []
+
+    def answer(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "answer", answer)
+    out_json = tmp_path / "partial.json"
+    more = ["--depths", "0,100"] if bench == "passkey" else ["--task", "qa1"]
+    code, out, err = _run(
+        tiny_model_dir, capsys, "bench", bench, "--lengths", "300,400", "--samples", "2", *more,
+        "--json", str(out_json),
+    )  # fmt: skip
+    assert code == 130 and "Traceback" not in err  # (--quiet: no notice)
+    d = json.loads(out_json.read_text())
+    assert d["interrupted"] is True and len(d["results"]) == 2
+    assert all(r["length"] == 300 for r in d["results"]) and "| 300" in out
+    cell = d["table"]["400"] if bench == "passkey" else d["table"]["400"]["qa1"]
+    assert cell["accuracy"] is None  # nothing finished at 400 tokens: no number invented
+
+
 def test_cli_babilong_without_corpus_is_a_usage_error(
     tiny_model_dir, infini_home, tmp_path, capsys, monkeypatch
 ):

@@ -26,6 +26,7 @@ from typing import Any
 
 from infinicli.babi import QUESTION_FORM, BabiSample, held_out, parse_babi, question_text
 from infinicli.bench.common import (
+    Interrupted,
     Log,
     Timer,
     answer,
@@ -157,6 +158,31 @@ def sample_document(
     return q, document_tokens(engine, text, DOC_NAME), extra
 
 
+def run_sample(
+    engine: Any, sentences: list[str], smp: BabiSample, task: str, length: int, settings: Settings, i: int
+) -> dict:
+    """Read sample i's document (its facts in `length` tokens of book), ask its question: its result row."""
+    t0 = time.perf_counter()
+    q, toks, extra = sample_document(engine, sentences, smp, task, length, settings.seed, i)
+    state = read_tokens(engine, toks)
+    state.complete = True
+    out, _ = answer(engine, state, q, max_new_tokens=settings.max_new_tokens, stop_at_newline=True)
+    return {
+        "task": task,
+        "length": length,
+        "sample": i,
+        "story": smp.story,
+        "facts": len(smp.facts),
+        "question": smp.question,
+        "answer": smp.answer,
+        "tokens": len(toks) + extra,
+        "segments_in_memory": state.memory.segments,
+        "output": out,
+        "correct": answer_matches(out, smp.answer),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
 def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
     """Run the benchmark; returns the JSON-ready result (per-sample results, table, settings, machine)."""
     log = log or (lambda msg: None)
@@ -170,40 +196,27 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
         raise UsageError(f"{book}: no text to use as haystack")
     timer = Timer()
     results: list[dict] = []
-    for task in settings.tasks:
-        chosen = benchmark_samples(task, settings.samples, settings.seed, files[task])
-        for length in settings.lengths:
-            label = length_label(length)
-            with timer(f"{task}/{label}"):
-                for i, smp in enumerate(chosen):
-                    t0 = time.perf_counter()
-                    q, toks, extra = sample_document(engine, sentences, smp, task, length, settings.seed, i)
-                    state = read_tokens(engine, toks)
-                    state.complete = True
-                    out, _ = answer(
-                        engine, state, q, max_new_tokens=settings.max_new_tokens, stop_at_newline=True
-                    )
-                    ok = answer_matches(out, smp.answer)
-                    results.append(
-                        {
-                            "task": task,
-                            "length": length,
-                            "sample": i,
-                            "story": smp.story,
-                            "facts": len(smp.facts),
-                            "question": smp.question,
-                            "answer": smp.answer,
-                            "tokens": len(toks) + extra,
-                            "segments_in_memory": state.memory.segments,
-                            "output": out,
-                            "correct": ok,
-                            "seconds": round(time.perf_counter() - t0, 3),
-                        }
-                    )
-                    log(
-                        f"babilong {task} {label} #{i + 1}: {'ok   ' if ok else 'wrong'} "
-                        f"{smp.question} {smp.answer!r} → {out.strip()!r}"
-                    )
+    inputs = {"haystack": str(book), "task_files": {t: str(p) for t, p in files.items()}}
+    try:
+        for task in settings.tasks:
+            chosen = benchmark_samples(task, settings.samples, settings.seed, files[task])
+            for length in settings.lengths:
+                label = length_label(length)
+                with timer(f"{task}/{label}"):
+                    for i, smp in enumerate(chosen):
+                        r = run_sample(engine, sentences, smp, task, length, settings, i)
+                        results.append(r)
+                        log(
+                            f"babilong {task} {label} #{i + 1}: {'ok   ' if r['correct'] else 'wrong'} "
+                            f"{smp.question} {smp.answer!r} → {r['output'].strip()!r}"
+                        )
+    except KeyboardInterrupt:
+        raise Interrupted(summarize(engine, settings, inputs, results, timer)) from None
+    return summarize(engine, settings, inputs, results, timer)
+
+
+def summarize(engine: Any, settings: Settings, inputs: dict, results: list[dict], timer: Timer) -> dict:
+    """The JSON-ready result of the samples in `results` (all of them, or those finished before Ctrl-C)."""
     rows, table = [], {}
     for length in settings.lengths:
         label = length_label(length)
@@ -231,8 +244,7 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
         "benchmark": "babilong",
         "settings": {
             **settings.__dict__,
-            "haystack": str(book),
-            "task_files": {t: str(p) for t, p in files.items()},
+            **inputs,
             "question_form": QUESTION_FORM,
             "decoding": "greedy",
         },

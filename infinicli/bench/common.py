@@ -218,6 +218,15 @@ def write_json(path: str | Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a benchmark: `partial` is the JSON-ready result of the samples finished before it
+    (`"interrupted": true`), for the caller to print and keep: a 1M-token run's finished samples survive."""
+
+    def __init__(self, partial: dict):
+        super().__init__("interrupted")
+        self.partial = {**partial, "interrupted": True}
+
+
 class Timer:
     """Wall time of named phases: `with timer("2k"): ...`, then `timer.seconds["2k"]`."""
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infinicli.bench.common import (
+    Interrupted,
     Log,
     Timer,
     answer,
@@ -204,47 +205,50 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
     timer = Timer()
     results: list[dict] = []
     extra = prompt_tokens(engine)
-    for length in settings.lengths:
-        label = length_label(length)
-        with timer(label):
-            n_filler = filler_sentences_for(engine, length)
-            cache = PrefixCache(engine, n_filler)
-            probes = [
-                haystack_text(n_filler, d, make_key(settings.seed, length, d, 0)) for d in settings.depths
-            ]
-            cache.fill([cache.boundary(document_tokens(engine, t, DOC_NAME)) for t in probes])
-            n_samples = len(settings.depths) * settings.samples
-            log(f"passkey {label}: {n_filler} filler sentences, {n_samples} samples")
-            for depth, i in ((d, i) for d in settings.depths for i in range(settings.samples)):
-                key = make_key(settings.seed, length, depth, i)
-                toks = document_tokens(engine, haystack_text(n_filler, depth, key), DOC_NAME)
-                t0 = time.perf_counter()
-                state, reused = read_sample(engine, cache, toks)
-                out, _ = answer(
-                    engine, state, QUESTION, prefill=PREFILL, max_new_tokens=settings.max_new_tokens
-                )
-                ok = is_correct(out, key)
-                needle_at = common_prefix(toks, cache.filler_tokens)
-                results.append(
-                    {
-                        "length": length,
-                        "depth": depth,
-                        "sample": i,
-                        "key": key,
-                        "tokens": len(toks) + extra,
-                        "needle_token": needle_at,
-                        "segments_in_memory": state.memory.segments,
-                        "tokens_in_memory": state.tokens_written,
-                        "needle_segment": needle_segment(engine, toks, needle_at),
-                        "reused_tokens": reused,
-                        "output": out,
-                        "found": extract_key(out),
-                        "correct": ok,
-                        "seconds": round(time.perf_counter() - t0, 3),
-                    }
-                )
-                verdict = "ok   " if ok else "wrong"
-                log(f"passkey {label} depth {depth}% #{i + 1}: {verdict} key {key} → {out!r}")
+    try:
+        for length in settings.lengths:
+            label = length_label(length)
+            with timer(label):
+                n_filler = filler_sentences_for(engine, length)
+                cache = PrefixCache(engine, n_filler)
+                probes = [
+                    haystack_text(n_filler, d, make_key(settings.seed, length, d, 0)) for d in settings.depths
+                ]
+                cache.fill([cache.boundary(document_tokens(engine, t, DOC_NAME)) for t in probes])
+                n_samples = len(settings.depths) * settings.samples
+                log(f"passkey {label}: {n_filler} filler sentences, {n_samples} samples")
+                for depth, i in ((d, i) for d in settings.depths for i in range(settings.samples)):
+                    key = make_key(settings.seed, length, depth, i)
+                    toks = document_tokens(engine, haystack_text(n_filler, depth, key), DOC_NAME)
+                    t0 = time.perf_counter()
+                    state, reused = read_sample(engine, cache, toks)
+                    out, _ = answer(
+                        engine, state, QUESTION, prefill=PREFILL, max_new_tokens=settings.max_new_tokens
+                    )
+                    ok = is_correct(out, key)
+                    needle_at = common_prefix(toks, cache.filler_tokens)
+                    results.append(
+                        {
+                            "length": length,
+                            "depth": depth,
+                            "sample": i,
+                            "key": key,
+                            "tokens": len(toks) + extra,
+                            "needle_token": needle_at,
+                            "segments_in_memory": state.memory.segments,
+                            "tokens_in_memory": state.tokens_written,
+                            "needle_segment": needle_segment(engine, toks, needle_at),
+                            "reused_tokens": reused,
+                            "output": out,
+                            "found": extract_key(out),
+                            "correct": ok,
+                            "seconds": round(time.perf_counter() - t0, 3),
+                        }
+                    )
+                    verdict = "ok   " if ok else "wrong"
+                    log(f"passkey {label} depth {depth}% #{i + 1}: {verdict} key {key} → {out!r}")
+    except KeyboardInterrupt:
+        raise Interrupted(summarize(engine, settings, results, timer)) from None
     return summarize(engine, settings, results, timer)
 
 
@@ -269,7 +273,7 @@ def summarize(engine: Any, settings: Settings, results: list[dict], timer: Timer
         rows.append(
             [label]
             + [
-                pct(sum(r["correct"] for r in rs if r["depth"] == d), settings.samples)
+                pct(sum(r["correct"] for r in rs if r["depth"] == d), sum(r["depth"] == d for r in rs))
                 for d in settings.depths
             ]
             + [pct(n_ok, len(rs)), f"{timer.seconds.get(label, 0.0):.1f}"]

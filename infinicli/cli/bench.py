@@ -7,6 +7,7 @@ the table, the settings, wall times and the machine to OUT.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -75,6 +76,20 @@ def _finish(display: Display, result: dict, json_out: str | None) -> None:
         display.notice(f"results written to {json_out}")
 
 
+def _finish_run(display: Display, run: Callable[[], dict], json_out: str | None) -> None:
+    """_finish(run()); after Ctrl-C, the samples finished before it are printed and written all the same
+    (the JSON marked "interrupted"), then the command ends as interrupted (exit 130)."""
+    from infinicli.bench.common import Interrupted
+
+    try:
+        result = run()
+    except Interrupted as e:
+        _finish(display, e.partial, json_out)
+        display.notice(f"interrupted after {len(e.partial['results'])} finished samples (kept above)")
+        raise KeyboardInterrupt from None
+    _finish(display, result, json_out)
+
+
 def _check_samples(samples: int) -> None:
     if samples < 1:
         raise UsageError("--samples must be at least 1")
@@ -108,7 +123,7 @@ def passkey(
     )
     display = Display(quiet)
     engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads, cut_window)
-    _finish(display, pk.run(engine, settings, log=display.notice), json_out)
+    _finish_run(display, lambda: pk.run(engine, settings, log=display.notice), json_out)
 
 
 @bench_app.command()
@@ -153,7 +168,7 @@ def babilong(
         bl.task_file(t)  # a missing corpus or task fails before the model loads
     display = Display(quiet)
     engine = _engine(display, model, adapter, segment_len, device, dtype, seed, threads, cut_window)
-    _finish(display, bl.run(engine, settings, log=display.notice), json_out)
+    _finish_run(display, lambda: bl.run(engine, settings, log=display.notice), json_out)
 
 
 @bench_app.command()
