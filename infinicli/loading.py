@@ -138,6 +138,9 @@ def average_adapters(
     if r1:
         icfg["lora_rank"] = r1 + r2
         icfg["lora_alpha"] = scale1 * (r1 + r2)  # the same scale α/r as both sources
+    if icfg.get("lora_local_layers"):  # local LoRA (the same layers: the same tensors), stacked likewise
+        mine_local, their_local = icfg.get("lora_local_rank", 8), their_icfg.get("lora_local_rank", 8)
+        icfg["lora_local_rank"] = int(mine_local) + int(their_local)
     return out
 
 

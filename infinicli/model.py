@@ -70,6 +70,12 @@ class InfiniConfig:
     # "all": LoRA on the projections themselves (local attention changes too); "memory": LoRA deltas used
     # only where the memory is read, written, and mixed in, so an empty memory is exactly the base model
     lora_scope: str = "all"
+    # with scope "memory": layers whose projections also get LoRA of their own on the local path (rank
+    # lora_local_rank, the scale α/r of lora_rank), so what these layers' tokens carry can change too (a
+    # room's token taking in the person who went there before a later layer files it in memory). The empty-
+    # memory model then differs from the base model in these layers; LoRA merged into the weights at inference
+    lora_local_layers: tuple[int, ...] = ()
+    lora_local_rank: int = 8
     # > 0: memory keys pass through a causal depthwise convolution over the last `key_conv` positions (per
     # KV head and channel, starting as the identity), so a key can carry the tokens before it: reading then
     # finds "what came after this token", the order a linear-attention memory otherwise loses (DeltaNet's
@@ -97,13 +103,15 @@ class InfiniConfig:
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["lora_targets"] = list(self.lora_targets)
+        d["lora_local_layers"] = list(self.lora_local_layers)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> InfiniConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "lora_targets" in known:
-            known["lora_targets"] = tuple(known["lora_targets"])
+        for k in ("lora_targets", "lora_local_layers"):
+            if k in known:
+                known[k] = tuple(known[k])
         return cls(**known)
 
 
@@ -513,21 +521,31 @@ class InfiniLlama(nn.Module):
 
     # -- parameters of the retrofit -----------------------------------------------------------------
     def add_lora(self) -> None:
-        """Wrap the attention projections named in icfg.lora_targets with LoRA adapters."""
-        r = self.icfg.lora_rank
+        """Wrap the attention projections named in icfg.lora_targets with LoRA adapters: memory-scoped
+        deltas (scope "memory"), plus local LoRA in icfg.lora_local_layers; or LoRA everywhere ("all")."""
+        ic = self.icfg
+        r = ic.lora_rank
         if r <= 0:
             return
-        if self.icfg.lora_scope not in ("all", "memory"):
-            raise ValueError(f"lora_scope {self.icfg.lora_scope!r}: use 'all' or 'memory'")
-        for block in self.model.layers:
-            for name in self.icfg.lora_targets:
+        if ic.lora_scope not in ("all", "memory"):
+            raise ValueError(f"lora_scope {ic.lora_scope!r}: use 'all' or 'memory'")
+        local = set(ic.lora_local_layers)
+        if local and (ic.lora_scope != "memory" or ic.lora_local_rank <= 0):
+            raise ValueError("lora_local_layers needs lora_scope 'memory' and lora_local_rank > 0")
+        if not local <= set(range(self.cfg.n_layers)):
+            raise ValueError(f"lora_local_layers {sorted(local)}: the model has {self.cfg.n_layers} layers")
+        for i, block in enumerate(self.model.layers):
+            for name in ic.lora_targets:
                 lin = getattr(block.self_attn, name)
-                if self.icfg.lora_scope == "memory":
+                if ic.lora_scope == "memory":
                     if getattr(block.self_attn, "mem_" + name, None) is None:
-                        delta = LoRADelta(lin.in_features, lin.out_features, r, self.icfg.lora_alpha)
+                        delta = LoRADelta(lin.in_features, lin.out_features, r, ic.lora_alpha)
                         setattr(block.self_attn, "mem_" + name, delta)
+                    if i in local and not isinstance(lin, LoRALinear):  # at the scale α/r of the deltas
+                        rl = ic.lora_local_rank
+                        setattr(block.self_attn, name, LoRALinear(lin, rl, ic.lora_alpha * rl / r))
                 elif not isinstance(lin, LoRALinear):
-                    setattr(block.self_attn, name, LoRALinear(lin, r, self.icfg.lora_alpha))
+                    setattr(block.self_attn, name, LoRALinear(lin, r, ic.lora_alpha))
 
     def add_key_conv(self) -> None:
         """Give every layer its memory key convolution (icfg.key_conv taps), starting as the identity."""

@@ -14,6 +14,8 @@ the first step and every `--every` steps.
     python scripts/read_fit_probe.py --adapter runs/s32/s19.safetensors --steps 20 --lr-mult 10
     python scripts/read_fit_probe.py --adapter runs/s32/s19.safetensors --steps 20 --from-layer 12
     python scripts/read_fit_probe.py --adapter runs/s32/s19.safetensors --steps 20 --read-layers 26
+    python scripts/read_fit_probe.py --adapter infinicli/adapters/smollm2-135m.safetensors --steps 20 \
+        --from-layer 18 --local-layers 18,19,20,21,22      # plus LoRA on those layers' local path
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument("--lr-mult", type=float, default=1.0, help="every group's learning rate times this")
     ap.add_argument("--from-layer", type=int, default=23, help="model.train_from_layer")
     ap.add_argument("--read-layers", default="23", help="loss.read_layers, comma-separated")
+    ap.add_argument("--local-layers", default="", help="model.lora_local_layers, comma-separated")
     ap.add_argument("--samples", type=int, default=4, help="fixed bAbI samples, one per step in turn")
     ap.add_argument("--segments", type=int, default=5, help="segments in memory per sample")
     ap.add_argument("--seed", type=int, default=5)
@@ -55,6 +58,7 @@ def main() -> None:
         "loss.distill=0",
         "loss.read=1.0",
         f"loss.read_layers=[{a.read_layers}]",
+        f"model.lora_local_layers=[{a.local_layers}]",
         f"run.out={out}",
         f"run.threads={a.threads}",
     ]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from infinicli import memory as mem
-from infinicli.model import KVCache
+from infinicli.model import InfiniConfig, KVCache, LoRALinear
 
 
 def test_empty_memory_equals_base_model(tiny_pair):
@@ -246,6 +246,38 @@ def test_memory_scoped_lora_keeps_the_empty_memory_model_exact(tiny_pair, tmp_pa
         tensors, meta = read_adapter(tmp_path / "a.safetensors")
     assert set(tensors) == {n for n, _ in ours.named_parameters() if ".lora_" in n or n.endswith(".gate")}
     assert meta["infini_config"]["lora_scope"] == "memory"
+
+
+def test_local_lora_layers_change_only_their_layers_and_merge(tiny_pair):
+    """lora_local_layers with scope 'memory': the named layers also get LoRA on their own projections (rank
+    lora_local_rank, the deltas' scale), starting as the identity; once trained they change the empty-memory
+    model, and merging them into the weights gives the same output. Other layers keep only the deltas."""
+    _, ours = tiny_pair
+    ids = torch.randint(0, 97, (1, 16))
+    with torch.no_grad():
+        ref, _ = ours.forward_segment(ids, ours.empty_memory())
+        ic = ours.icfg
+        ic.lora_rank, ic.lora_alpha, ic.lora_scope = 4, 8.0, "memory"
+        ic.lora_local_layers, ic.lora_local_rank = (1,), 2
+        ours.add_lora()
+        att0, att1 = ours.model.layers[0].self_attn, ours.model.layers[1].self_attn
+        assert not isinstance(att0.q_proj, LoRALinear) and isinstance(att1.q_proj, LoRALinear)
+        assert att1.q_proj.lora_A.shape[0] == 2 and att1.q_proj.scale == att1.mem_q_proj.scale == 2.0
+        same, _ = ours.forward_segment(ids, ours.empty_memory())
+        torch.testing.assert_close(same, ref, rtol=0, atol=0)
+        for n, p in ours.named_parameters():
+            if n.endswith("lora_B"):
+                p.normal_(0, 0.05)
+        local, _ = ours.forward_segment(ids, ours.empty_memory())
+        assert not torch.allclose(local, ref)
+        ours.merge_lora()
+        assert not isinstance(att1.q_proj, LoRALinear) and att1.mem_q_proj is not None
+        merged, _ = ours.forward_segment(ids, ours.empty_memory())
+    torch.testing.assert_close(merged, local, atol=1e-5, rtol=1e-4)
+    assert InfiniConfig.from_dict(ic.to_dict()).lora_local_layers == (1,)
+    ic.lora_scope = "all"
+    with pytest.raises(ValueError, match="lora_local_layers"):
+        ours.add_lora()
 
 
 def _two_segments(ours, seed: int):

@@ -977,6 +977,48 @@ def test_memory_scoped_lora_trains_and_loads_as_the_base_model_with_empty_memory
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_local_lora_layers_train_and_load_merged(tiny_model_dir, corpus, tmp_path):
+    """model.lora_local_layers on a memory-scoped run: the local LoRA learns in its layer only, the adapter
+    records it, loads for inference (merged) and then differs from the base model with an empty memory; a
+    run starting from it keeps it; layers below train_from_layer are refused (they would stay at zero)."""
+    from infinicli.loading import average_adapters, build_model, read_adapter
+    from infinicli.train.loop import build_training_model, train
+
+    out = tmp_path / "local"
+    sets = ("model.lora_scope=memory", "model.lora_local_layers=1", "model.lora_local_rank=2")
+    train(tiny_config(tiny_model_dir, corpus, out, *sets, "run.steps=3", "optim.lr=0.05"))
+    tensors, meta = read_adapter(out / "adapter.safetensors")
+    ic = meta["infini_config"]
+    assert ic["lora_local_layers"] == [1] and ic["lora_local_rank"] == 2
+    local = {k: v for k, v in tensors.items() if ".self_attn.q_proj." in k or ".self_attn.v_proj." in k}
+    assert local and all(k.startswith("model.layers.1.") for k in local)
+    assert any(k.endswith("lora_B") and v.abs().sum() > 0 for k, v in local.items())
+    assert local["model.layers.1.self_attn.q_proj.lora_A"].shape[0] == 2
+    ids = torch.randint(0, 97, (1, S))
+    with torch.no_grad():
+        trained = build_model(tiny_model_dir, adapter=out / "adapter.safetensors", dtype=torch.float32).model
+        base = build_model(tiny_model_dir, adapter=None, dtype=torch.float32).model
+        a, _ = trained.forward_segment(ids, trained.empty_memory())
+        b, _ = base.forward_segment(ids, base.empty_memory())
+    assert not torch.allclose(a, b)
+    mixed_icfg = dict(ic)
+    average_adapters(tensors, mixed_icfg, tensors, ic, 0.5)
+    assert (mixed_icfg["lora_rank"], mixed_icfg["lora_local_rank"]) == (2 * ic["lora_rank"], 4)
+
+    start = f"model.init_adapter={out / 'adapter.safetensors'}"
+    again = tiny_config(tiny_model_dir, corpus, tmp_path / "again", start)
+    lm, _, _ = build_training_model(again, torch.device("cpu"))
+    assert lm.model.icfg.lora_local_layers == (1,)
+    q = lm.model.model.layers[1].self_attn.q_proj
+    assert torch.equal(q.lora_B.detach(), tensors["model.layers.1.self_attn.q_proj.lora_B"])
+    with pytest.raises(ConfigError, match="train_from_layer"):
+        tiny_config(tiny_model_dir, corpus, out, *sets[:2], "model.lora_local_layers=0",
+                    "model.train_from_layer=1")  # fmt: skip
+    with pytest.raises(ConfigError, match="lora_local_layers"):
+        bad = tiny_config(tiny_model_dir, corpus, tmp_path / "bad", "model.lora_local_layers=5", *sets[:1])
+        build_training_model(bad, torch.device("cpu"))
+
+
 def test_distill_with_memory_is_the_only_kl_a_memory_scoped_adapter_feels(
     tiny_model_dir, corpus, tmp_path, factory
 ):

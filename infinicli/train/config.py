@@ -54,6 +54,11 @@ class ModelSection:
     # "all": LoRA changes the projections (local attention too); "memory": LoRA only on the memory path, so
     # with an empty memory the model is the base model exactly (chat kept by construction, no KL term needed)
     lora_scope: str = "all"
+    # with scope "memory" (the run's or init_adapter's): layers whose q/k/v/o also get LoRA on the local path,
+    # rank lora_local_rank (model.InfiniConfig.lora_local_layers), at the deltas' scale α/r. Added, at B = 0,
+    # to an init_adapter without them. They change the model with an empty memory: keep loss.distill on
+    lora_local_layers: list[int] = field(default_factory=list)
+    lora_local_rank: int = 8
     # > 0: a causal convolution over this many positions on the memory keys (trained with the LoRA; see
     # model.InfiniConfig.key_conv). Added to an init_adapter that has none.
     key_conv: int = 0
@@ -229,6 +234,14 @@ class TrainConfig:
             raise ConfigError(f"model.train_from_layer = {m.train_from_layer}: use 0 (all train) or more")
         if m.lora_scope not in ("all", "memory"):
             raise ConfigError(f"model.lora_scope = {m.lora_scope!r}: use 'all' or 'memory'")
+        if m.lora_local_layers:
+            if m.train != "lora" or m.lora_local_rank <= 0:
+                raise ConfigError("model.lora_local_layers needs model.train = 'lora', lora_local_rank > 0")
+            if min(m.lora_local_layers) < m.train_from_layer:
+                raise ConfigError(
+                    f"model.lora_local_layers = {m.lora_local_layers}: below model.train_from_layer = "
+                    f"{m.train_from_layer} they would stay frozen at zero"
+                )
         if m.update_rule not in ("delta", "linear"):
             raise ConfigError(f"model.update_rule = {m.update_rule!r}: use 'delta' or 'linear'")
         if m.segment_len < 16:

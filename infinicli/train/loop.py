@@ -479,6 +479,13 @@ def build_training_model(cfg: TrainConfig, device: torch.device):
         model.icfg.lora_targets = tuple(m.lora_targets)
         model.icfg.lora_scope = m.lora_scope
         model.add_lora()
+    if m.lora_local_layers and not model.icfg.lora_local_layers:
+        model.icfg.lora_local_layers = tuple(int(i) for i in m.lora_local_layers)
+        model.icfg.lora_local_rank = int(m.lora_local_rank)
+        try:
+            model.add_lora()  # the memory-scoped deltas are there already: only the local LoRA is added
+        except ValueError as e:
+            raise ConfigError(f"model.lora_local_layers: {e}") from None
     model.icfg.write_chunk = int(m.write_chunk)
     if m.key_conv > 0 and model.icfg.key_conv <= 0:
         model.icfg.key_conv = int(m.key_conv)
