@@ -978,7 +978,8 @@ def test_memory_scoped_lora_trains_and_loads_as_the_base_model_with_empty_memory
 
 
 def test_local_lora_layers_train_and_load_merged(tiny_model_dir, corpus, tmp_path):
-    """model.lora_local_layers on a memory-scoped run: the local LoRA learns in its layer only, the adapter
+    """model.lora_local_layers on a memory-scoped run: the local LoRA learns in its layer only (the chat
+    distillation kept with an empty memory, where it now has something to hold), the adapter
     records it, loads for inference (merged) and then differs from the base model with an empty memory; a
     run starting from it keeps it; layers below train_from_layer are refused (they would stay at zero)."""
     from infinicli.loading import average_adapters, build_model, read_adapter
@@ -986,7 +987,12 @@ def test_local_lora_layers_train_and_load_merged(tiny_model_dir, corpus, tmp_pat
 
     out = tmp_path / "local"
     sets = ("model.lora_scope=memory", "model.lora_local_layers=1", "model.lora_local_rank=2")
-    train(tiny_config(tiny_model_dir, corpus, out, *sets, "run.steps=3", "optim.lr=0.05"))
+    train(
+        tiny_config(
+            tiny_model_dir, corpus, out, *sets, "run.steps=3", "optim.lr=0.05", "loss.distill_memory=false"
+        )
+    )
+    assert (out / "distill_pool.json").exists()  # the empty-memory model is no longer the base: KL is not 0
     tensors, meta = read_adapter(out / "adapter.safetensors")
     ic = meta["infini_config"]
     assert ic["lora_local_layers"] == [1] and ic["lora_local_rank"] == 2

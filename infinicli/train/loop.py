@@ -719,7 +719,8 @@ class Trainer:
         if not cfg.loss.distill_memory:  # the model reads the chat inputs with an empty memory too
             if cfg.model.train == "gates":
                 return None  # gates alone cannot change the model with empty memory: nothing to distil
-            if cfg.model.train == "lora" and self.model.icfg.lora_scope == "memory":
+            ic = self.model.icfg
+            if cfg.model.train == "lora" and ic.lora_scope == "memory" and not ic.lora_local_layers:
                 return None  # memory-scoped LoRA leaves the empty-memory model exactly the base: KL is 0
         pool = DistillPool(
             self.tok,
