@@ -953,12 +953,25 @@ def test_the_shipped_recipes_chain_and_the_last_one_made_the_shipped_adapter():
         assert 0.0 < averaged["weight_of_from"] < 1.0
 
 
+def _empty_memory_logits(model_dir, adapter) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of one random segment read with an empty memory: (with `adapter` loaded, without)."""
+    from infinicli.loading import build_model
+
+    ids = torch.randint(0, 97, (1, S))
+    with torch.no_grad():
+        trained = build_model(model_dir, adapter=adapter, dtype=torch.float32).model
+        base = build_model(model_dir, adapter=None, dtype=torch.float32).model
+        a, _ = trained.forward_segment(ids, trained.empty_memory())
+        b, _ = base.forward_segment(ids, base.empty_memory())
+    return a, b
+
+
 def test_memory_scoped_lora_trains_and_loads_as_the_base_model_with_empty_memory(
     tiny_model_dir, corpus, tmp_path
 ):
     """lora_scope=memory: the deltas learn (B leaves zero), no distillation batch is built, and the written
     adapter, loaded for inference, answers an empty-memory prompt exactly like no adapter at all."""
-    from infinicli.loading import build_model, read_adapter
+    from infinicli.loading import read_adapter
     from infinicli.train.loop import train
 
     out = tmp_path / "memscope"
@@ -968,12 +981,7 @@ def test_memory_scoped_lora_trains_and_loads_as_the_base_model_with_empty_memory
     assert meta["infini_config"]["lora_scope"] == "memory"
     assert any(".mem_v_proj.lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())
     assert not (out / "distill_pool.json").exists()
-    ids = torch.randint(0, 97, (1, S))
-    with torch.no_grad():
-        trained = build_model(tiny_model_dir, adapter=out / "adapter.safetensors", dtype=torch.float32).model
-        base = build_model(tiny_model_dir, adapter=None, dtype=torch.float32).model
-        a, _ = trained.forward_segment(ids, trained.empty_memory())
-        b, _ = base.forward_segment(ids, base.empty_memory())
+    a, b = _empty_memory_logits(tiny_model_dir, out / "adapter.safetensors")
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -982,7 +990,7 @@ def test_local_lora_layers_train_and_load_merged(tiny_model_dir, corpus, tmp_pat
     distillation kept with an empty memory, where it now has something to hold), the adapter
     records it, loads for inference (merged) and then differs from the base model with an empty memory; a
     run starting from it keeps it; layers below train_from_layer are refused (they would stay at zero)."""
-    from infinicli.loading import average_adapters, build_model, read_adapter
+    from infinicli.loading import average_adapters, read_adapter
     from infinicli.train.loop import build_training_model, train
 
     out = tmp_path / "local"
@@ -1000,12 +1008,7 @@ def test_local_lora_layers_train_and_load_merged(tiny_model_dir, corpus, tmp_pat
     assert local and all(k.startswith("model.layers.1.") for k in local)
     assert any(k.endswith("lora_B") and v.abs().sum() > 0 for k, v in local.items())
     assert local["model.layers.1.self_attn.q_proj.lora_A"].shape[0] == 2
-    ids = torch.randint(0, 97, (1, S))
-    with torch.no_grad():
-        trained = build_model(tiny_model_dir, adapter=out / "adapter.safetensors", dtype=torch.float32).model
-        base = build_model(tiny_model_dir, adapter=None, dtype=torch.float32).model
-        a, _ = trained.forward_segment(ids, trained.empty_memory())
-        b, _ = base.forward_segment(ids, base.empty_memory())
+    a, b = _empty_memory_logits(tiny_model_dir, out / "adapter.safetensors")
     assert not torch.allclose(a, b)
     mixed_icfg = dict(ic)
     average_adapters(tensors, mixed_icfg, tensors, ic, 0.5)
