@@ -199,6 +199,41 @@ class Settings:
     max_new_tokens: int = MAX_NEW_TOKENS
 
 
+def run_sample(
+    engine: Any,
+    cache: PrefixCache,
+    settings: Settings,
+    n_filler: int,
+    where: tuple[int, int, int],
+    extra: int,
+) -> dict:
+    """Sample i at where = (length, depth, i): its document read (the filler prefix from `cache`), the
+    question asked (`extra` tokens of prompt); its result row."""
+    length, depth, i = where
+    key = make_key(settings.seed, length, depth, i)
+    toks = document_tokens(engine, haystack_text(n_filler, depth, key), DOC_NAME)
+    t0 = time.perf_counter()
+    state, reused = read_sample(engine, cache, toks)
+    out, _ = answer(engine, state, QUESTION, prefill=PREFILL, max_new_tokens=settings.max_new_tokens)
+    needle_at = common_prefix(toks, cache.filler_tokens)
+    return {
+        "length": length,
+        "depth": depth,
+        "sample": i,
+        "key": key,
+        "tokens": len(toks) + extra,
+        "needle_token": needle_at,
+        "segments_in_memory": state.memory.segments,
+        "tokens_in_memory": state.tokens_written,
+        "needle_segment": needle_segment(engine, toks, needle_at),
+        "reused_tokens": reused,
+        "output": out,
+        "found": extract_key(out),
+        "correct": is_correct(out, key),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
 def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
     """Run the benchmark; returns the JSON-ready result (per-sample results, table, settings, machine)."""
     log = log or (lambda msg: None)
@@ -218,34 +253,9 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
                 n_samples = len(settings.depths) * settings.samples
                 log(f"passkey {label}: {n_filler} filler sentences, {n_samples} samples")
                 for depth, i in ((d, i) for d in settings.depths for i in range(settings.samples)):
-                    key = make_key(settings.seed, length, depth, i)
-                    toks = document_tokens(engine, haystack_text(n_filler, depth, key), DOC_NAME)
-                    t0 = time.perf_counter()
-                    state, reused = read_sample(engine, cache, toks)
-                    out, _ = answer(
-                        engine, state, QUESTION, prefill=PREFILL, max_new_tokens=settings.max_new_tokens
-                    )
-                    ok = is_correct(out, key)
-                    needle_at = common_prefix(toks, cache.filler_tokens)
-                    results.append(
-                        {
-                            "length": length,
-                            "depth": depth,
-                            "sample": i,
-                            "key": key,
-                            "tokens": len(toks) + extra,
-                            "needle_token": needle_at,
-                            "segments_in_memory": state.memory.segments,
-                            "tokens_in_memory": state.tokens_written,
-                            "needle_segment": needle_segment(engine, toks, needle_at),
-                            "reused_tokens": reused,
-                            "output": out,
-                            "found": extract_key(out),
-                            "correct": ok,
-                            "seconds": round(time.perf_counter() - t0, 3),
-                        }
-                    )
-                    verdict = "ok   " if ok else "wrong"
+                    r = run_sample(engine, cache, settings, n_filler, (length, depth, i), extra)
+                    results.append(r)
+                    verdict, key, out = "ok   " if r["correct"] else "wrong", r["key"], r["output"]
                     log(f"passkey {label} depth {depth}% #{i + 1}: {verdict} key {key} → {out!r}")
     except KeyboardInterrupt:
         raise Interrupted(summarize(engine, settings, results, timer)) from None
