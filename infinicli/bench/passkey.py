@@ -255,8 +255,9 @@ def run(engine: Any, settings: Settings, log: Log | None = None) -> dict:
                 for depth, i in ((d, i) for d in settings.depths for i in range(settings.samples)):
                     r = run_sample(engine, cache, settings, n_filler, (length, depth, i), extra)
                     results.append(r)
-                    verdict, key, out = "ok   " if r["correct"] else "wrong", r["key"], r["output"]
-                    log(f"passkey {label} depth {depth}% #{i + 1}: {verdict} key {key} → {out!r}")
+                    verdict = "ok   " if r["correct"] else "wrong"
+                    where = f"passkey {label} depth {depth}% #{i + 1}"
+                    log(f"{where}: {verdict} key {r['key']} → {r['output']!r}")
     except KeyboardInterrupt:
         raise Interrupted(summarize(engine, settings, results, timer)) from None
     return summarize(engine, settings, results, timer)
